@@ -1,0 +1,3 @@
+"""keras_kd: knowledge distillation for Keras."""
+
+from keras_kd import losses
