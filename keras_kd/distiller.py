@@ -1,0 +1,330 @@
+"""`Distiller`: a `keras.Model` whose `fit` distills a frozen teacher into a
+student, with any combination of `keras_kd.losses` as terms."""
+
+import keras
+import tensorflow as tf
+
+from keras_kd.callbacks import TerminateOnNonFiniteTerm
+from keras_kd.connectors import make_connector
+from keras_kd.losses.base import validate_positive
+from keras_kd.term import Term
+
+OUTPUT = "__output__"  # feature key of a model's own output
+
+
+class _Extractor:
+    """Calls a model once and returns {feature key: tensor}.
+
+    Kept outside Keras' attribute tracking on purpose: it shares its layers
+    with the teacher or student, which the Distiller already tracks.
+    """
+
+    def __init__(self, model, keys, role):
+        self.model = model
+        self.keys = tuple(keys)
+        layer_names = [key for key in self.keys if key != OUTPUT]
+        if not layer_names:
+            self.graph = None
+            return
+        if not getattr(model, "inputs", None):
+            raise ValueError(
+                f"The {role} '{model.name}' is not a functional or Sequential "
+                f"model with known inputs, so the outputs of its layers "
+                f"{layer_names} cannot be read in the same forward pass. Build "
+                "it with keras.Input, or distill its outputs only."
+            )
+        available = [layer.name for layer in model.layers]
+        outputs = {}
+        for key in self.keys:
+            if key == OUTPUT:
+                outputs[key] = _model_output(model)
+            elif key not in available:
+                raise ValueError(
+                    f"The {role} '{model.name}' has no layer named '{key}'. "
+                    f"Available layers: {available}"
+                )
+            else:
+                outputs[key] = model.get_layer(key).output
+        self.graph = keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+
+    @property
+    def shapes(self):
+        """{key: static shape}; None for the output of a subclassed model."""
+        if self.graph is None:
+            return {OUTPUT: _static_output_shape(self.model)}
+        return {key: tuple(tensor.shape) for key, tensor in self.graph.output.items()}
+
+    def __call__(self, x, training):
+        if self.graph is None:
+            return {OUTPUT: self.model(x, training=training)}
+        return self.graph(x, training=training)
+
+
+def _model_output(model):
+    outputs = model.outputs
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _static_output_shape(model):
+    if getattr(model, "outputs", None):
+        output = _model_output(model)
+        return tuple(output.shape) if not isinstance(output, list) else None
+    return None
+
+
+def _keys(layer):
+    if layer is None:
+        return (OUTPUT,)
+    return layer if isinstance(layer, tuple) else (layer,)
+
+
+def _gather(features, layer):
+    if isinstance(layer, tuple):
+        return tuple(features[key] for key in layer)
+    return features[OUTPUT if layer is None else layer]
+
+
+def _num_replicas():
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class Distiller(keras.Model):
+    """Distills a frozen `teacher` into `student` with one `fit()`.
+
+    The step runs the teacher once (inference mode, outside the gradient,
+    BatchNorm statistics untouched) and the student once (training mode,
+    reading every feature the terms need from that one pass), then minimises
+
+        student_loss_weight * compiled_loss(y, student(x))
+            + sum_i weight_i * term_i.loss(teacher_feature_i,
+                                           connector_i(student_feature_i))
+
+    Every term is logged under its name next to `student_loss` and the total
+    `loss`. `distiller.student` stays a plain Keras model; connectors and the
+    weights of learnable losses live in the Distiller only.
+
+    Args:
+        teacher: a built `keras.Model`. It is frozen (`trainable = False`).
+        student: a built `keras.Model` to train.
+        terms: a list of `keras_kd.Term`, or of bare losses (which compare
+            the models' outputs).
+        student_loss_weight: weight of the loss given to `compile(loss=...)`.
+        stop_on_nan: stop `fit` with an error naming the term whose value
+            became NaN or Inf.
+
+    Example:
+
+    ```python
+    distiller = keras_kd.Distiller(
+        teacher, student,
+        terms=[keras_kd.Term(keras_kd.losses.KDLoss(temperature=4), weight=0.9),
+               keras_kd.Term(keras_kd.losses.AttentionTransferLoss(),
+                             teacher_layer="block3", student_layer="block3",
+                             weight=1000.0)],
+        student_loss_weight=0.1)
+    distiller.compile(optimizer="adam",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    distiller.fit(train_ds, epochs=30)
+    ```
+    """
+
+    def __init__(
+        self,
+        teacher,
+        student,
+        terms=(),
+        student_loss_weight=1.0,
+        stop_on_nan=True,
+        name="distiller",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        for role, model in (("teacher", teacher), ("student", student)):
+            if not isinstance(model, keras.Model):
+                raise ValueError(f"`{role}` must be a keras.Model. Received: {role}={model!r}")
+            if not model.built:
+                raise ValueError(
+                    f"The {role} '{model.name}' is not built. Create it with "
+                    "keras.Input or call it on a batch before distilling."
+                )
+        if teacher is student:
+            raise ValueError("`teacher` and `student` must be different models.")
+        self.teacher = teacher
+        self.student = student
+        self.teacher.trainable = False
+        self.terms = _unique_names([t if isinstance(t, Term) else Term(t) for t in _as_list(terms)])
+        self.student_loss_weight = validate_positive(
+            "student_loss_weight", student_loss_weight, allow_zero=True
+        )
+        self.stop_on_nan = bool(stop_on_nan)
+
+        teacher_keys = {k for term in self.terms for k in _keys(term.teacher_layer)}
+        student_keys = {OUTPUT} | {k for term in self.terms for k in _keys(term.student_layer)}
+        self._teacher_features = _Extractor(teacher, sorted(teacher_keys), "teacher")
+        self._student_features = _Extractor(student, sorted(student_keys), "student")
+
+        self.connectors = {}
+        self.loss_layers = {}
+        self._build_terms()
+        # Variables, so schedules change weights without re-tracing the step.
+        self.term_weights = {
+            term.name: keras.Variable(term.weight, trainable=False, name=f"{term.name}_weight")
+            for term in self.terms
+        }
+        self.student_loss_weight_variable = keras.Variable(
+            self.student_loss_weight, trainable=False, name="student_loss_weight"
+        )
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.term_trackers = {term.name: keras.metrics.Mean(name=term.name) for term in self.terms}
+        self.built = True
+
+    def _build_terms(self):
+        """Create connectors and loss state, and check every term's shapes."""
+        teacher_shapes = self._teacher_features.shapes
+        student_shapes = self._student_features.shapes
+        for term in self.terms:
+            teacher_shape = _gather(teacher_shapes, term.teacher_layer)
+            student_shape = _gather(student_shapes, term.student_layer)
+            if term.connector is not None:
+                connector = make_connector(
+                    term.connector, student_shape, teacher_shape, f"{term.name}_connector"
+                )
+                self.connectors[term.name] = connector
+                student_shape = tuple(connector.compute_output_shape(student_shape))
+            if teacher_shape is None or student_shape is None:
+                continue  # subclassed model: the loss checks shapes on first call
+            if not hasattr(term.loss, "build"):
+                continue
+            try:
+                term.loss.build(teacher_shape, student_shape)
+            except ValueError as error:
+                raise ValueError(
+                    f"Term '{term.name}' ({type(term.loss).__name__}) cannot compare "
+                    f"teacher {_describe(term.teacher_layer)} of shape {teacher_shape} "
+                    f"with student {_describe(term.student_layer)} of shape "
+                    f"{student_shape}: {error}"
+                ) from None
+            if getattr(term.loss, "layer", None) is not None:
+                self.loss_layers[term.name] = term.loss.layer
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        if self.compiled and not self.terms and self._compile_loss is None:
+            raise ValueError(
+                "Nothing to train: the Distiller has no terms and compile() got "
+                "no supervised `loss`. Give terms, a loss, or both."
+            )
+        callbacks = list(callbacks or [])
+        if self.stop_on_nan:
+            names = ["student_loss", *self.term_trackers]
+            callbacks.append(TerminateOnNonFiniteTerm(names))
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def compute_losses(self, x, y, sample_weight, teacher_features, student_features, training):
+        """Return ({name: value}, total) for one batch of features."""
+        y_pred = student_features[OUTPUT]
+        if y is not None and self._compile_loss is not None:
+            student_loss = self.compute_loss(x, y, y_pred, sample_weight, training=training)
+        else:
+            student_loss = tf.add_n([tf.constant(0.0)] + [tf.cast(v, "float32") for v in self.student.losses])
+        values = {"student_loss": tf.cast(student_loss, "float32")}
+        total = self.student_loss_weight_variable * values["student_loss"]
+        for term in self.terms:
+            teacher = _gather(teacher_features, term.teacher_layer)
+            student = _gather(student_features, term.student_layer)
+            if term.name in self.connectors:
+                student = self.connectors[term.name](student, training=training)
+            if getattr(term.loss, "requires_labels", False):
+                if y is None:
+                    raise ValueError(
+                        f"Term '{term.name}' ({type(term.loss).__name__}) needs the "
+                        "labels, but the data has none. Feed (x, y) batches."
+                    )
+                teacher = (teacher, y)
+            per_sample = getattr(term.loss, "per_sample", True)
+            value = term.loss(teacher, student, sample_weight=sample_weight if per_sample else None)
+            values[term.name] = tf.cast(value, "float32")
+            total = total + self.term_weights[term.name] * values[term.name]
+        return values, total
+
+    def _update_trackers(self, x, y, y_pred, sample_weight, values, total):
+        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+        replicas = float(_num_replicas())
+        self._loss_tracker.update_state(total * replicas, sample_weight=batch_size)
+        self.student_loss_tracker.update_state(values["student_loss"] * replicas, sample_weight=batch_size)
+        for name, tracker in self.term_trackers.items():
+            tracker.update_state(values[name] * replicas, sample_weight=batch_size)
+        if y is None:
+            return self.get_metrics_result()
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher_features = tf.nest.map_structure(
+            tf.stop_gradient, self._teacher_features(x, training=False)
+        )
+        with tf.GradientTape() as tape:
+            student_features = self._student_features(x, training=True)
+            values, total = self.compute_losses(
+                x, y, sample_weight, teacher_features, student_features, training=True
+            )
+            scaled_total = self.optimizer.scale_loss(total)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_total, variables)
+        self.optimizer.apply(gradients, variables)
+        return self._update_trackers(x, y, student_features[OUTPUT], sample_weight, values, total)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher_features = self._teacher_features(x, training=False)
+        student_features = self._student_features(x, training=False)
+        values, total = self.compute_losses(
+            x, y, sample_weight, teacher_features, student_features, training=False
+        )
+        return self._update_trackers(x, y, student_features[OUTPUT], sample_weight, values, total)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "student": keras.saving.serialize_keras_object(self.student),
+            "terms": [keras.saving.serialize_keras_object(term) for term in self.terms],
+            "student_loss_weight": self.student_loss_weight,
+            "stop_on_nan": self.stop_on_nan,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("teacher", "student"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        config["terms"] = [keras.saving.deserialize_keras_object(t) for t in config["terms"]]
+        return cls(**config)
+
+
+def _as_list(terms):
+    if terms is None:
+        return []
+    if isinstance(terms, (Term, keras.losses.Loss)):
+        return [terms]
+    if not isinstance(terms, (list, tuple)):
+        raise ValueError(f"`terms` must be a list of keras_kd.Term. Received: terms={terms!r}")
+    return list(terms)
+
+
+def _unique_names(terms):
+    seen = {}
+    for term in terms:
+        count = seen.get(term.name, 0)
+        seen[term.name] = count + 1
+        if count:
+            term.name = f"{term.name}_{count}"
+    return terms
+
+
+def _describe(layer):
+    return "output" if layer is None else f"layer {layer!r}"
