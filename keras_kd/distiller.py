@@ -140,6 +140,10 @@ class Distiller(keras.Model):
         name="distiller",
         **kwargs,
     ):
+        if isinstance(student, keras.Model):
+            # compile() then wraps the optimizer for loss scaling as Keras
+            # does for a mixed_float16 model.
+            kwargs.setdefault("dtype", student.dtype_policy)
         super().__init__(name=name, **kwargs)
         for role, model in (("teacher", teacher), ("student", student)):
             if not isinstance(model, keras.Model):
