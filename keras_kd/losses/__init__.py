@@ -1,4 +1,19 @@
-"""Distillation losses: one `keras.losses.Loss` per method, one file each."""
+"""Distillation losses: one `keras.losses.Loss` per method, one file each.
 
+Every loss is called as `loss(teacher_output, student_output)`.
+"""
+
+from keras_kd.losses.activation_boundary import ABLoss
+from keras_kd.losses.attention import AttentionTransferLoss
 from keras_kd.losses.base import DistillationLoss
+from keras_kd.losses.correlation import CorrelationCongruenceLoss
+from keras_kd.losses.dist import DISTLoss
+from keras_kd.losses.dkd import DKDLoss
+from keras_kd.losses.fitnet import FitNetLoss
+from keras_kd.losses.fsp import FSPLoss
 from keras_kd.losses.kd import KDLoss
+from keras_kd.losses.logit_mse import LogitMSELoss
+from keras_kd.losses.nst import NSTLoss
+from keras_kd.losses.pkt import PKTLoss
+from keras_kd.losses.rkd import RKDLoss
+from keras_kd.losses.similarity import SimilarityPreservingLoss

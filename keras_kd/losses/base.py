@@ -85,7 +85,8 @@ class DistillationLoss(keras.losses.Loss):
         y_pred = self._to_tensors(y_pred)
         if self.requires_labels:
             teacher, labels = y_true
-            y_true = (self._to_tensors(teacher), ops.convert_to_tensor(labels))
+            teacher = self._to_tensors(teacher)
+            y_true = (teacher, ops.convert_to_tensor(labels))
         else:
             teacher = y_true = self._to_tensors(y_true)
         # The teacher is a fixed target: no gradient flows back into it.

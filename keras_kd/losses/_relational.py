@@ -1,0 +1,34 @@
+"""Helpers shared by the relational losses (SP, CC, RKD, PKT)."""
+
+from keras import ops
+
+
+def check_relational_shapes(loss, teacher_shape, student_shape):
+    """Raise `ValueError` naming both shapes unless they are (batch, ...)
+    with a feature axis and the same batch size (when both are known)."""
+    name = type(loss).__name__
+    if len(teacher_shape) < 2 or len(student_shape) < 2:
+        raise ValueError(
+            f"{name} expects features of shape (batch, ...) with at least one "
+            f"feature axis; received teacher shape {teacher_shape} and student "
+            f"shape {student_shape}."
+        )
+    t_batch, s_batch = teacher_shape[0], student_shape[0]
+    if t_batch is not None and s_batch is not None and t_batch != s_batch:
+        raise ValueError(
+            f"{name} relates the examples of one batch to each other, so the "
+            "teacher and student features must hold the same examples; "
+            f"received teacher shape {teacher_shape} and student shape "
+            f"{student_shape} (batch {t_batch} vs {s_batch})."
+        )
+
+
+def l2_normalize(x, axis=-1, eps=1e-12):
+    """`x / max(||x||, eps)` along `axis`, torch's `F.normalize`.
+
+    Written as `sqrt(max(||x||^2, eps^2))` so that a zero vector (an example
+    compared with itself, or two identical examples) gets a zero, not NaN,
+    gradient.
+    """
+    sum_sq = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x / ops.sqrt(ops.maximum(sum_sq, eps * eps))
