@@ -7,7 +7,7 @@ is owned by the `Distiller` and never becomes part of `distiller.student`.
 
 import keras
 
-CONNECTOR_NAMES = ("conv1x1", "linear")
+CONNECTOR_NAMES = ("auto", "conv1x1", "linear")
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -80,13 +80,24 @@ def validate_connector(connector):
 
 
 def make_connector(connector, student_shape, teacher_shape, name):
-    """Build the connector layer for one term.
+    """Build the connector layer for one term, or None.
+
+    "auto" gives no connector when the shapes already agree (or two maps
+    have the same channels: the losses pool space), "conv1x1" for two maps
+    with different channels, "linear" otherwise.
 
     Args:
         connector: a name from `CONNECTOR_NAMES` or a `keras.layers.Layer`.
         student_shape, teacher_shape: feature shapes with the batch dim.
         name: the layer's name (the term's name + "_connector").
     """
+    if connector == "auto":
+        maps = len(student_shape) == len(teacher_shape) == 4
+        if tuple(student_shape[1:]) == tuple(teacher_shape[1:]) or (
+            maps and student_shape[-1] == teacher_shape[-1]
+        ):
+            return None
+        connector = "conv1x1" if maps else "linear"
     if isinstance(connector, keras.layers.Layer):
         layer = connector
     elif connector == "conv1x1":

@@ -195,8 +195,9 @@ class Distiller(keras.Model):
                 connector = make_connector(
                     term.connector, student_shape, teacher_shape, f"{term.name}_connector"
                 )
-                self.connectors[term.name] = connector
-                student_shape = tuple(connector.compute_output_shape(student_shape))
+                if connector is not None:
+                    self.connectors[term.name] = connector
+                    student_shape = tuple(connector.compute_output_shape(student_shape))
             if teacher_shape is None or student_shape is None:
                 continue  # subclassed model: the loss checks shapes on first call
             if not hasattr(term.loss, "build"):

@@ -30,7 +30,8 @@ class Term:
         weight: the term's weight, >= 0. The Distiller keeps it in a variable,
             so a `WeightScheduler` can change it without re-tracing.
         connector: None, "conv1x1" (1x1 conv + BatchNorm), "linear" (Dense),
-            or any `keras.layers.Layer`, applied to the student's feature to
+            "auto" (whichever fits, none when the shapes agree), or any
+            `keras.layers.Layer`, applied to the student's feature to
             reach the teacher's shape. It trains with the student.
         name: the key the term is logged under. Defaults to the loss's name;
             the Distiller makes repeated names unique (`kd_loss_1`, ...).

@@ -1,0 +1,136 @@
+"""Published settings of each method, one line to use.
+
+    terms = keras_kd.recipes.get("at", teacher_layers=["stage1", "stage2", "stage3"],
+                                 student_layers=["stage1", "stage2", "stage3"])
+    distiller = keras_kd.Distiller(teacher, student, terms,
+                                   student_loss_weight=keras_kd.recipes.student_loss_weight("at"))
+
+or `keras_kd.recipes.distiller("at", teacher, student, ...)`. Term weights
+and the supervised weight follow the CRD benchmark's CIFAR-100 scripts
+(RepDistiller `scripts/run_cifar_distill.sh`: `-r` cross-entropy, `-a` KD,
+`-b` the method's term) unless the method is not in it (DKD and DIST follow
+mdistiller / the authors' code). Where a recipe takes several layers it
+builds one term per layer (pairs of consecutive layers for FSP), so each is
+logged on its own.
+"""
+
+import dataclasses
+
+from keras_kd import losses
+from keras_kd.distiller import Distiller
+from keras_kd.term import Term
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A method's published setting."""
+
+    loss: type
+    weight: float
+    student_loss_weight: float = 1.0
+    on: str = "features"  # "logits", "features" or "feature_pairs"
+    connector: str = None
+    loss_kwargs: dict = dataclasses.field(default_factory=dict)
+    source: str = "RepDistiller scripts/run_cifar_distill.sh"
+
+
+RECIPES = {
+    "kd": Recipe(losses.KDLoss, 0.9, 0.1, "logits", loss_kwargs={"temperature": 4.0}),
+    "logit_mse": Recipe(
+        losses.LogitMSELoss, 1.0, 0.0, "logits", source="Ba & Caruana 2014 (logit regression alone)"
+    ),
+    "dkd": Recipe(
+        losses.DKDLoss,
+        1.0,
+        1.0,
+        "logits",
+        loss_kwargs={"alpha": 1.0, "beta": 8.0, "temperature": 4.0},
+        source="mdistiller configs/cifar100/dkd (20-epoch linear warm-up of the weight)",
+    ),
+    "dist": Recipe(
+        losses.DISTLoss,
+        1.0,
+        1.0,
+        "logits",
+        loss_kwargs={"beta": 1.0, "gamma": 1.0, "temperature": 1.0},
+        source="Huang et al. 2022, ImageNet setting of the authors' code",
+    ),
+    "fitnet": Recipe(losses.FitNetLoss, 100.0, connector="auto"),
+    "at": Recipe(losses.AttentionTransferLoss, 1000.0, loss_kwargs={"p": 2}),
+    "fsp": Recipe(losses.FSPLoss, 50.0, on="feature_pairs"),
+    "nst": Recipe(losses.NSTLoss, 50.0),
+    "ab": Recipe(losses.ABLoss, 1.0, connector="auto", loss_kwargs={"margin": 1.0}),
+    "sp": Recipe(losses.SimilarityPreservingLoss, 3000.0),
+    "cc": Recipe(losses.CorrelationCongruenceLoss, 0.02, connector="linear"),
+    "rkd": Recipe(losses.RKDLoss, 1.0),
+    "pkt": Recipe(losses.PKTLoss, 30000.0),
+    "vid": Recipe(losses.VIDLoss, 1.0),
+    # Pre-train the paraphraser first: term.loss.pretrain_paraphraser(features).
+    "ft": Recipe(losses.FactorTransferLoss, 200.0, loss_kwargs={"rate": 0.5, "p": 1}),
+    "crd": Recipe(losses.CRDLoss, 0.8),
+}
+
+
+def names():
+    """The method names `get` accepts."""
+    return sorted(RECIPES)
+
+
+def _recipe(name):
+    if name not in RECIPES:
+        raise ValueError(f"Unknown method {name!r}. Available methods: {names()}")
+    return RECIPES[name]
+
+
+def _as_list(layers):
+    return [layers] if isinstance(layers, str) else list(layers or [])
+
+
+def get(name, teacher_layers=None, student_layers=None, weight=None, **loss_kwargs):
+    """Terms for method `name` with its published constants.
+
+    Args:
+        name: one of `names()`.
+        teacher_layers, student_layers: for feature methods, a layer name or
+            a list of names (same length on both sides). Logit methods
+            compare the outputs and take none.
+        weight: overrides the published term weight.
+        **loss_kwargs: override the loss's constructor arguments.
+    """
+    recipe = _recipe(name)
+    kwargs = {**recipe.loss_kwargs, **loss_kwargs}
+    weight = recipe.weight if weight is None else weight
+    if recipe.on == "logits":
+        if teacher_layers or student_layers:
+            raise ValueError(f"Method {name!r} compares the models' outputs; it takes no layers.")
+        return [Term(recipe.loss(**kwargs), weight=weight)]
+    teacher_layers, student_layers = _as_list(teacher_layers), _as_list(student_layers)
+    if not teacher_layers or len(teacher_layers) != len(student_layers):
+        raise ValueError(
+            f"Method {name!r} compares features: give teacher_layers and student_layers "
+            f"of the same length. Received: teacher_layers={teacher_layers}, "
+            f"student_layers={student_layers}"
+        )
+    if recipe.on == "feature_pairs":
+        if len(teacher_layers) < 2:
+            raise ValueError(f"Method {name!r} compares pairs of layers: give at least two.")
+        pairs = zip(zip(teacher_layers, teacher_layers[1:]), zip(student_layers, student_layers[1:]))
+        return [
+            Term(recipe.loss(**kwargs), teacher_layer=list(t), student_layer=list(s), weight=weight)
+            for t, s in pairs
+        ]
+    return [
+        Term(recipe.loss(**kwargs), teacher_layer=t, student_layer=s, weight=weight, connector=recipe.connector)
+        for t, s in zip(teacher_layers, student_layers)
+    ]
+
+
+def student_loss_weight(name):
+    """The published weight of the supervised loss for method `name`."""
+    return _recipe(name).student_loss_weight
+
+
+def distiller(name, teacher, student, teacher_layers=None, student_layers=None, **kwargs):
+    """A `Distiller` with method `name`'s terms and supervised weight."""
+    terms = get(name, teacher_layers, student_layers, **kwargs)
+    return Distiller(teacher, student, terms, student_loss_weight=student_loss_weight(name))

@@ -1,0 +1,91 @@
+"""Every method trains inside a Distiller with its published setting."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_kd
+from keras_kd import recipes
+from tests.conftest import cnn, sparse_ce
+
+LAYERS = {
+    "logits": (None, None),
+    "features": (["block1", "block2"], ["block1", "block2"]),
+    "feature_pairs": (["block1", "block2"], ["block1", "block2"]),
+    "embedding": ("pool", "pool"),
+}
+EMBEDDING_METHODS = {"sp", "cc", "rkd", "pkt", "crd", "vid"}
+PRE_RELU = {"ab": (["bn1", "bn2"], ["bn1", "bn2"])}
+
+
+def layers_for(name):
+    if name in PRE_RELU:
+        return PRE_RELU[name]
+    if name in EMBEDDING_METHODS:
+        return LAYERS["embedding"]
+    return LAYERS[recipes.RECIPES[name].on]
+
+
+@pytest.mark.parametrize("name", recipes.names())
+def test_each_method_trains_in_a_distiller_under_xla(name, digits):
+    x, y = digits
+    images = x.reshape(-1, 8, 8, 1)[:192]
+    teacher_layers, student_layers = layers_for(name)
+    # FSP compares C_a x C_b matrices, so it needs equal widths (as in the paper).
+    teacher, student = cnn(4 if name == "fsp" else 8, "teacher"), cnn(4, "student")
+    distiller = recipes.distiller(name, teacher, student, teacher_layers, student_layers)
+    distiller.compile(keras.optimizers.Adam(1e-3), sparse_ce(), jit_compile=True)
+    before = [np.array(v) for v in student.trainable_weights]
+    history = distiller.fit(images, y[:192], epochs=2, batch_size=64, verbose=0)
+    term_names = [term.name for term in distiller.terms]
+    assert term_names and all(n in history.history for n in term_names)
+    assert all(math.isfinite(v) for n in term_names for v in history.history[n])
+    assert any(not np.array_equal(b, np.array(a)) for b, a in zip(before, student.trainable_weights))
+    assert distiller.student_loss_weight == recipes.student_loss_weight(name)
+
+
+def test_feature_recipe_builds_one_term_per_layer():
+    terms = recipes.get("at", ["a", "b", "c"], ["a", "b", "c"])
+    assert [t.teacher_layer for t in terms] == ["a", "b", "c"]
+    assert all(t.weight == 1000.0 and t.loss.p == 2 for t in terms)
+
+
+def test_fsp_recipe_pairs_consecutive_layers():
+    terms = recipes.get("fsp", ["a", "b", "c"], ["x", "y", "z"])
+    assert [t.teacher_layer for t in terms] == [("a", "b"), ("b", "c")]
+    assert [t.student_layer for t in terms] == [("x", "y"), ("y", "z")]
+
+
+def test_overrides():
+    (term,) = recipes.get("kd", weight=0.5, temperature=8.0)
+    assert term.weight == 0.5 and term.loss.temperature == 8.0
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: recipes.get("attention"), r"Unknown method 'attention'.*'at'"),
+        (lambda: recipes.get("at", ["a"], ["a", "b"]), "same length"),
+        (lambda: recipes.get("at"), "same length"),
+        (lambda: recipes.get("kd", "a", "a"), "takes no layers"),
+        (lambda: recipes.get("fsp", ["a"], ["a"]), "at least two"),
+    ],
+)
+def test_bad_recipe_requests(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_auto_connector_only_where_shapes_differ():
+    teacher, student = cnn(8, "teacher"), cnn(4, "student")
+    terms = [
+        keras_kd.Term(keras_kd.losses.FitNetLoss(), teacher_layer="block1", student_layer="block1", connector="auto", name="maps"),
+        keras_kd.Term(keras_kd.losses.FitNetLoss(), teacher_layer="pool", student_layer="pool", connector="auto", name="vectors"),
+        keras_kd.Term(keras_kd.losses.FitNetLoss(), connector="auto", name="logits"),
+    ]
+    distiller = keras_kd.Distiller(teacher, student, terms)
+    assert isinstance(distiller.connectors["maps"], keras_kd.connectors.Conv1x1Connector)
+    assert isinstance(distiller.connectors["vectors"], keras_kd.connectors.LinearConnector)
+    assert "logits" not in distiller.connectors
