@@ -214,6 +214,12 @@ class Distiller(keras.Model):
             if getattr(term.loss, "layer", None) is not None:
                 self.loss_layers[term.name] = term.loss.layer
 
+    def teacher_features(self, x):
+        """The teacher features the terms read, `{layer name: tensor}` (the
+        output under "__output__"), computed in inference mode. Useful for
+        pre-training stages such as factor transfer's paraphraser."""
+        return self._teacher_features(x, training=False)
+
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
 

@@ -1,0 +1,36 @@
+"""Methods with learnable heads on digits: VID, factor transfer (with the
+teacher-side paraphraser pre-trained first) and CRD, each with its published
+setting (keras_kd.recipes), against a scratch student.
+
+    python examples/learnable_distillation.py --epochs 20
+"""
+
+import argparse
+
+import numpy as np
+
+from digits_setup import compare
+from keras_kd.losses import FactorTransferLoss
+
+METHODS = {"vid": ("block2", "block2"), "ft": ("block2", "block2"), "crd": ("pool", "pool")}
+
+
+def pretrain_paraphrasers(distiller, x_train, epochs=10):
+    """Factor transfer's first stage: the paraphraser learns to reconstruct
+    the teacher's feature map, before the student trains."""
+    for term in distiller.terms:
+        if isinstance(term.loss, FactorTransferLoss):
+            features = distiller.teacher_features(x_train)[term.teacher_layer]
+            losses = term.loss.pretrain_paraphraser(np.asarray(features), epochs=epochs)
+            print(f"paraphraser reconstruction loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+
+
+def main(epochs=20, seed=0, limit=None):
+    return compare(METHODS, epochs, seed, limit, prepare=pretrain_paraphrasers)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    main(**vars(parser.parse_args()))

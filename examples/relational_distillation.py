@@ -1,0 +1,23 @@
+"""Relational methods on digits: similarity preserving, correlation
+congruence, RKD and PKT on the pooled embedding, each with its published
+setting (keras_kd.recipes), against a scratch student.
+
+    python examples/relational_distillation.py --epochs 20
+"""
+
+import argparse
+
+from digits_setup import compare
+
+METHODS = {name: ("pool", "pool") for name in ("sp", "cc", "rkd", "pkt")}
+
+
+def main(epochs=20, seed=0, limit=None):
+    return compare(METHODS, epochs, seed, limit)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    main(**vars(parser.parse_args()))
