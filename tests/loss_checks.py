@@ -51,3 +51,11 @@ def assert_float32_under_float16_inputs(loss, teacher, student):
     assert result.dtype == tf.float32
     reference = loss(*tf.nest.map_structure(lambda x: tf.cast(x, "float32"), half))
     np.testing.assert_allclose(float(result), float(reference), rtol=1e-5, atol=1e-6)
+
+
+def assert_same_under_xla(loss, teacher, student, rtol=1e-6):
+    """The loss compiled with XLA (`jit_compile=True`) gives the eager value."""
+    compiled = tf.function(lambda t, s: loss(t, s), jit_compile=True)
+    np.testing.assert_allclose(
+        float(compiled(teacher, student)), value(loss, teacher, student), rtol=rtol
+    )
