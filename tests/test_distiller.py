@@ -336,3 +336,21 @@ def test_nan_term_stops_training_with_its_name(digits, trained_teacher):
     distiller.compile("adam")
     history = distiller.fit(x, epochs=1, batch_size=512, verbose=0)
     assert math.isnan(history.history["explodes"][0])
+
+
+def test_learnable_loss_weights_train_and_round_trip(digits, tmp_path):
+    x, y = digits
+    images = x.reshape(-1, 8, 8, 1)[:256]
+    terms = [keras_kd.Term(keras_kd.losses.VIDLoss(), teacher_layer="block2", student_layer="block2")]
+    distiller = keras_kd.Distiller(cnn(8, "teacher"), cnn(4, "student"), terms)
+    head = distiller.loss_layers["vid_loss"]
+    assert {id(v) for v in head.trainable_weights} <= {id(v) for v in distiller.trainable_weights}
+    before = [np.array(v) for v in head.trainable_weights]
+    distiller.compile("adam", sparse_ce())
+    distiller.fit(images, y[:256], epochs=1, batch_size=64, verbose=0)
+    assert all(not np.array_equal(b, np.array(a)) for b, a in zip(before, head.trainable_weights))
+    expected = distiller.evaluate(images, y[:256], verbose=0, return_dict=True)
+    distiller.save(tmp_path / "vid.keras")
+    restored = keras.saving.load_model(tmp_path / "vid.keras")
+    got = restored.evaluate(images, y[:256], verbose=0, return_dict=True)
+    np.testing.assert_allclose(got["vid_loss"], expected["vid_loss"], rtol=1e-5)
