@@ -10,7 +10,12 @@ from keras_kd.losses.correlation import CorrelationCongruenceLoss
 from keras_kd.losses.crd import CRDLoss
 from keras_kd.losses.dist import DISTLoss
 from keras_kd.losses.dkd import DKDLoss
-from keras_kd.losses.factor_transfer import FactorTransferLoss, Paraphraser, Translator, pretrain_paraphraser
+from keras_kd.losses.factor_transfer import (
+    FactorTransferLoss,
+    Paraphraser,
+    Translator,
+    pretrain_paraphraser,
+)
 from keras_kd.losses.fitnet import FitNetLoss
 from keras_kd.losses.fsp import FSPLoss
 from keras_kd.losses.kd import KDLoss

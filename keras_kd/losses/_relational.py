@@ -1,7 +1,5 @@
 """Helpers shared by the relational losses (SP, CC, RKD, PKT)."""
 
-from keras import ops
-
 
 def check_relational_shapes(loss, teacher_shape, student_shape):
     """Raise `ValueError` naming both shapes unless they are (batch, ...)
@@ -21,14 +19,3 @@ def check_relational_shapes(loss, teacher_shape, student_shape):
             f"received teacher shape {teacher_shape} and student shape "
             f"{student_shape} (batch {t_batch} vs {s_batch})."
         )
-
-
-def l2_normalize(x, axis=-1, eps=1e-12):
-    """`x / max(||x||, eps)` along `axis`, torch's `F.normalize`.
-
-    Written as `sqrt(max(||x||^2, eps^2))` so that a zero vector (an example
-    compared with itself, or two identical examples) gets a zero, not NaN,
-    gradient.
-    """
-    sum_sq = ops.sum(ops.square(x), axis=axis, keepdims=True)
-    return x / ops.sqrt(ops.maximum(sum_sq, eps * eps))

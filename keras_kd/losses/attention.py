@@ -3,7 +3,13 @@
 import keras
 from keras import ops
 
-from keras_kd.losses.base import DistillationLoss, match_spatial, require_rank, validate_positive
+from keras_kd.losses.base import (
+    DistillationLoss,
+    l2_normalize,
+    match_spatial,
+    require_rank,
+    validate_positive,
+)
 
 # F.normalize's floor on the norm.
 _EPS = 1e-12
@@ -54,10 +60,7 @@ class AttentionTransferLoss(DistillationLoss):
             powered = ops.power(ops.abs(features), self.p)
         height, width = features.shape[1], features.shape[2]
         attention = ops.reshape(ops.mean(powered, axis=-1), (-1, height * width))
-        # sqrt(max(sum^2, eps^2)) == max(norm, eps), without sqrt's infinite
-        # gradient at an all-zero map.
-        squared_norm = ops.sum(ops.square(attention), axis=-1, keepdims=True)
-        return attention / ops.sqrt(ops.maximum(squared_norm, _EPS**2))
+        return l2_normalize(attention, eps=_EPS)
 
     def call(self, teacher, student):
         teacher, student = match_spatial(teacher, student)

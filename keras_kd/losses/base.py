@@ -159,6 +159,16 @@ def require_equal_channels(loss, teacher_shape, student_shape):
         )
 
 
+def l2_normalize(x, axis=-1, eps=1e-12):
+    """`x / max(||x||, eps)` along `axis`, torch's `F.normalize`.
+
+    Written as `sqrt(max(||x||^2, eps^2))` so that an all-zero vector gets a
+    zero, not NaN, gradient (also under XLA).
+    """
+    squared_norm = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x / ops.sqrt(ops.maximum(squared_norm, eps * eps))
+
+
 def flatten(x):
     """(batch, ...) -> (batch, features)."""
     return ops.reshape(x, (ops.shape(x)[0], -1))

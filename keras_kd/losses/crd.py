@@ -11,13 +11,14 @@ from keras_kd.losses._learnable import (
     torch_default_init,
     validate_positive_int,
 )
-from keras_kd.losses.base import DistillationLoss, flatten, validate_positive
+from keras_kd.losses.base import (
+    DistillationLoss,
+    flatten,
+    l2_normalize,
+    validate_positive,
+)
 
 EPS = 1e-7  # the reference's `eps` in ContrastLoss
-
-
-def l2_normalize(x):
-    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-24))
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

@@ -13,6 +13,7 @@ from keras_kd.losses._learnable import (
 from keras_kd.losses.base import (
     DistillationLoss,
     flatten,
+    l2_normalize,
     match_spatial,
     require_rank,
     validate_positive,
@@ -291,9 +292,7 @@ class FactorTransferLoss(DistillationLoss):
     @staticmethod
     def factor(x):
         """`normalize(flatten(x))`: the unit-L2-norm factor vector per example."""
-        x = flatten(x)
-        norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
-        return x / ops.maximum(norm, 1e-12)  # F.normalize's epsilon
+        return l2_normalize(flatten(x))
 
     def call(self, teacher, student):
         teacher_factor, student_factor = self._layer((teacher, student))

@@ -4,7 +4,12 @@ Transfer", arXiv:1707.01219, 2017."""
 import keras
 from keras import ops
 
-from keras_kd.losses.base import DistillationLoss, match_spatial, require_rank
+from keras_kd.losses.base import (
+    DistillationLoss,
+    l2_normalize,
+    match_spatial,
+    require_rank,
+)
 
 # F.normalize's floor on the norm.
 _EPS = 1e-12
@@ -49,10 +54,7 @@ class NSTLoss(DistillationLoss):
         height, width, channels = features.shape[1:]
         samples = ops.reshape(features, (-1, height * width, channels))
         samples = ops.transpose(samples, (0, 2, 1))
-        # sqrt(max(sum^2, eps^2)) == max(norm, eps), without sqrt's infinite
-        # gradient at an all-zero channel.
-        squared_norm = ops.sum(ops.square(samples), axis=-1, keepdims=True)
-        return samples / ops.sqrt(ops.maximum(squared_norm, _EPS**2))
+        return l2_normalize(samples, eps=_EPS)
 
     @staticmethod
     def _mean_poly_kernel(x, y):

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from keras_kd.losses._relational import check_relational_shapes, l2_normalize
-from keras_kd.losses.base import DistillationLoss, flatten
+from keras_kd.losses._relational import check_relational_shapes
+from keras_kd.losses.base import DistillationLoss, flatten, l2_normalize
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

@@ -11,7 +11,12 @@ from keras_kd.losses._learnable import (
     torch_default_init,
     validate_positive_int,
 )
-from keras_kd.losses.base import DistillationLoss, match_spatial, require_rank, validate_positive
+from keras_kd.losses.base import (
+    DistillationLoss,
+    match_spatial,
+    require_rank,
+    validate_positive,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
