@@ -59,3 +59,18 @@ def assert_same_under_xla(loss, teacher, student, rtol=1e-6):
     np.testing.assert_allclose(
         float(compiled(teacher, student)), value(loss, teacher, student), rtol=rtol
     )
+
+
+def student_value_and_gradient(loss, teacher, student, jit_compile=False):
+    """(loss, d loss / d student), eagerly-traced or under XLA."""
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_gradient(student):
+        with tf.GradientTape() as tape:
+            tape.watch(student)
+            value = loss(teacher, student)
+        return value, tape.gradient(value, student)
+
+    # XLA lowers sqrt's gradient without TF's 0 * inf guard: test both.
+    return value_and_gradient(tf.constant(student))
+

@@ -50,18 +50,6 @@ def reference(teacher, student, distance_weight=25.0, angle_weight=50.0):
     ) + angle_weight * huber_mean(angle_potential(student), angle_potential(teacher))
 
 
-def student_gradient(loss, teacher, student, jit_compile=False):
-    @tf.function(jit_compile=jit_compile)
-    def value_and_gradient(student):
-        with tf.GradientTape() as tape:
-            tape.watch(student)
-            value = loss(teacher, student)
-        return value, tape.gradient(value, student)
-
-    # XLA lowers sqrt's gradient without TF's 0 * inf guard: test both.
-    return value_and_gradient(tf.constant(student))
-
-
 def test_zero_when_student_matches_teacher():
     loss_checks.assert_zero_when_equal(RKDLoss(), TEACHER, atol=1e-5)
 
@@ -121,7 +109,7 @@ def test_gradient_finite_when_two_examples_are_identical(jit_compile):
     student[1] = student[0]
     teacher = TEACHER.copy()
     teacher[3] = teacher[2]
-    value, grad = student_gradient(RKDLoss(), teacher, student, jit_compile)
+    value, grad = loss_checks.student_value_and_gradient(RKDLoss(), teacher, student, jit_compile)
     assert np.all(np.isfinite(grad.numpy()))
     assert np.abs(grad.numpy()).max() > 0
     np.testing.assert_allclose(float(value), reference(teacher, student), rtol=1e-5)
@@ -129,7 +117,7 @@ def test_gradient_finite_when_two_examples_are_identical(jit_compile):
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_batch_of_one_gives_zero_not_nan(jit_compile):
-    value, grad = student_gradient(RKDLoss(), TEACHER[:1], STUDENT[:1], jit_compile)
+    value, grad = loss_checks.student_value_and_gradient(RKDLoss(), TEACHER[:1], STUDENT[:1], jit_compile)
     assert float(value) == 0.0
     assert np.all(np.isfinite(grad.numpy()))
 

@@ -24,18 +24,6 @@ def reference(teacher, student):
     return ((gram(teacher) - gram(student)) ** 2).sum() / batch**2
 
 
-def student_gradient(loss, teacher, student, jit_compile=False):
-    @tf.function(jit_compile=jit_compile)
-    def value_and_gradient(student):
-        with tf.GradientTape() as tape:
-            tape.watch(student)
-            value = loss(teacher, student)
-        return value, tape.gradient(value, student)
-
-    # XLA lowers sqrt's gradient without TF's 0 * inf guard: test both.
-    return value_and_gradient(tf.constant(student))
-
-
 def test_zero_when_student_matches_teacher():
     loss_checks.assert_zero_when_equal(SimilarityPreservingLoss(), TEACHER)
     maps = rng.normal(size=(5, 3, 3, 2)).astype("float32")
@@ -96,7 +84,7 @@ def test_gradient_finite_for_identical_and_zero_examples(jit_compile):
     student = STUDENT.copy()
     student[1] = student[0]
     student[3] = 0.0
-    value, grad = student_gradient(SimilarityPreservingLoss(), TEACHER, student, jit_compile)
+    value, grad = loss_checks.student_value_and_gradient(SimilarityPreservingLoss(), TEACHER, student, jit_compile)
     assert np.isfinite(float(value))
     assert np.all(np.isfinite(grad.numpy()))
     np.testing.assert_allclose(float(value), reference(TEACHER, student), rtol=1e-5)
