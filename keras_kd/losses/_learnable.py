@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_kd.losses.base import DistillationLoss
+
 
 def torch_default_init():
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default kernel init for
@@ -28,3 +30,32 @@ def validate_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
     return int(value)
+
+
+class LearnableLoss(DistillationLoss):
+    """A loss that owns weights: `make_layer(teacher_shape, student_shape)`
+    returns a built `keras.layers.Layer`, created once by `build` and exposed
+    as `layer`, which the Distiller tracks, trains and saves.
+
+    A second `build` keeps the layer (it may hold trained or pre-trained
+    weights) and only checks that the shapes are the same.
+    """
+
+    def __init__(self, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._layer = None
+        self._shapes = None
+
+    @property
+    def layer(self):
+        return self._layer
+
+    def build(self, teacher_shape, student_shape):
+        teacher_shape, student_shape = tuple(teacher_shape), tuple(student_shape)
+        self.check_shapes(teacher_shape, student_shape)
+        if self._layer is not None:
+            check_rebuild_shapes(self, self._shapes, teacher_shape, student_shape)
+            return
+        self._layer = self.make_layer(teacher_shape, student_shape)
+        self._shapes = (teacher_shape, student_shape)
+        self.built = True

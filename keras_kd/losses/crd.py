@@ -7,12 +7,11 @@ import tensorflow as tf
 from keras import ops
 
 from keras_kd.losses._learnable import (
-    check_rebuild_shapes,
+    LearnableLoss,
     torch_default_init,
     validate_positive_int,
 )
 from keras_kd.losses.base import (
-    DistillationLoss,
     flatten,
     l2_normalize,
     validate_positive,
@@ -94,7 +93,7 @@ class CRDHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class CRDLoss(DistillationLoss):
+class CRDLoss(LearnableLoss):
     """Contrastive representation distillation (Tian, Krishnan & Isola,
     "Contrastive Representation Distillation", ICLR 2020).
 
@@ -197,12 +196,6 @@ class CRDLoss(DistillationLoss):
                     f"num_negatives={num_negatives!r}"
                 )
         self.memory_size = memory_size
-        self._layer = None
-        self._shapes = None
-
-    @property
-    def layer(self):
-        return self._layer
 
     @property
     def queue_size(self):
@@ -229,15 +222,10 @@ class CRDLoss(DistillationLoss):
                 f"student shape {student_shape}. Raise `memory_size`."
             )
 
-    def build(self, teacher_shape, student_shape):
-        teacher_shape, student_shape = tuple(teacher_shape), tuple(student_shape)
-        self.check_shapes(teacher_shape, student_shape)
-        if self._layer is not None:
-            check_rebuild_shapes(self, self._shapes, teacher_shape, student_shape)
-            return
-        self._layer = CRDHead(self.feature_dim, self.queue_size, name=f"{self.name}_head")
-        self._layer.build(teacher_shape, student_shape)
-        self._shapes = (teacher_shape, student_shape)
+    def make_layer(self, teacher_shape, student_shape):
+        layer = CRDHead(self.feature_dim, self.queue_size, name=f"{self.name}_head")
+        layer.build(teacher_shape, student_shape)
+        return layer
         super().build(teacher_shape, student_shape)
 
     def _negatives(self, memories):

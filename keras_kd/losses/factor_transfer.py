@@ -6,12 +6,11 @@ import numpy as np
 from keras import ops
 
 from keras_kd.losses._learnable import (
-    check_rebuild_shapes,
+    LearnableLoss,
     torch_default_init,
     validate_positive_int,
 )
 from keras_kd.losses.base import (
-    DistillationLoss,
     flatten,
     l2_normalize,
     match_spatial,
@@ -203,7 +202,7 @@ class FactorTransferHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class FactorTransferLoss(DistillationLoss):
+class FactorTransferLoss(LearnableLoss):
     """Factor transfer (Kim, Park & Kwak, "Paraphrasing Complex Network:
     Network Compression via Factor Transfer", NeurIPS 2018).
 
@@ -256,12 +255,6 @@ class FactorTransferLoss(DistillationLoss):
                 f"`p` must be >= 1 (|.|^p is not differentiable at 0 below). Received: p={p!r}"
             )
         self.p = p
-        self._layer = None
-        self._shapes = None
-
-    @property
-    def layer(self):
-        return self._layer
 
     def check_shapes(self, teacher_shape, student_shape):
         require_rank(self, teacher_shape, student_shape, (4,))
@@ -278,16 +271,10 @@ class FactorTransferLoss(DistillationLoss):
                 "raise `rate`."
             )
 
-    def build(self, teacher_shape, student_shape):
-        teacher_shape, student_shape = tuple(teacher_shape), tuple(student_shape)
-        self.check_shapes(teacher_shape, student_shape)
-        if self._layer is not None:  # keep a pre-trained paraphraser
-            check_rebuild_shapes(self, self._shapes, teacher_shape, student_shape)
-            return
-        self._layer = FactorTransferHead(self.rate, name=f"{self.name}_head")
-        self._layer.build(teacher_shape, student_shape)
-        self._shapes = (teacher_shape, student_shape)
-        super().build(teacher_shape, student_shape)
+    def make_layer(self, teacher_shape, student_shape):
+        layer = FactorTransferHead(self.rate, name=f"{self.name}_head")
+        layer.build(teacher_shape, student_shape)
+        return layer
 
     @staticmethod
     def factor(x):

@@ -7,12 +7,11 @@ import keras
 from keras import ops
 
 from keras_kd.losses._learnable import (
-    check_rebuild_shapes,
+    LearnableLoss,
     torch_default_init,
     validate_positive_int,
 )
 from keras_kd.losses.base import (
-    DistillationLoss,
     match_spatial,
     require_rank,
     validate_positive,
@@ -96,7 +95,7 @@ class VIDRegressor(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class VIDLoss(DistillationLoss):
+class VIDLoss(LearnableLoss):
     """Variational information distillation (Ahn, Hu, Damianou, Lawrence &
     Dai, "Variational Information Distillation for Knowledge Transfer",
     CVPR 2019).
@@ -146,12 +145,6 @@ class VIDLoss(DistillationLoss):
                 "`init_pred_var` must be greater than `eps` (the variance is "
                 f"softplus(.) + eps > eps). Received: init_pred_var={init_pred_var!r}, eps={eps!r}"
             )
-        self._layer = None
-        self._shapes = None
-
-    @property
-    def layer(self):
-        return self._layer
 
     def check_shapes(self, teacher_shape, student_shape):
         require_rank(self, teacher_shape, student_shape, (2, 4))
@@ -166,13 +159,8 @@ class VIDLoss(DistillationLoss):
                 f"teacher shape {teacher_shape} and student shape {student_shape}."
             )
 
-    def build(self, teacher_shape, student_shape):
-        teacher_shape, student_shape = tuple(teacher_shape), tuple(student_shape)
-        self.check_shapes(teacher_shape, student_shape)
-        if self._layer is not None:
-            check_rebuild_shapes(self, self._shapes, teacher_shape, student_shape)
-            return
-        self._layer = VIDRegressor(
+    def make_layer(self, teacher_shape, student_shape):
+        layer = VIDRegressor(
             out_channels=teacher_shape[-1],
             mid_channels=self.mid_channels,
             init_pred_var=self.init_pred_var,
@@ -181,8 +169,8 @@ class VIDLoss(DistillationLoss):
         )
         # The regressor sees the student after spatial matching; 1x1 convs do
         # not depend on H and W, so the student's own shape builds it.
-        self._layer.build(student_shape)
-        self._shapes = (teacher_shape, student_shape)
+        layer.build(student_shape)
+        return layer
         super().build(teacher_shape, student_shape)
 
     def call(self, teacher, student):
