@@ -1,6 +1,8 @@
 """`Distiller`: a `keras.Model` whose `fit` distills a frozen teacher into a
 student, with any combination of `keras_kd.losses` as terms."""
 
+import copy
+
 import keras
 import tensorflow as tf
 
@@ -328,13 +330,23 @@ def _as_list(terms):
 
 
 def _unique_names(terms):
-    seen = {}
+    """Copies of `terms` with log names made unique (`kd_loss`, `kd_loss_1`).
+
+    Shallow copies: the caller's Terms keep their names, while the losses
+    (and any variables or pre-trained weights they hold) stay shared.
+    """
+    taken = {"loss", "student_loss"}
+    unique = []
     for term in terms:
-        count = seen.get(term.name, 0)
-        seen[term.name] = count + 1
-        if count:
-            term.name = f"{term.name}_{count}"
-    return terms
+        name, count = term.name, 0
+        while name in taken:
+            count += 1
+            name = f"{term.name}_{count}"
+        taken.add(name)
+        term = copy.copy(term)
+        term.name = name
+        unique.append(term)
+    return unique
 
 
 def _describe(layer):

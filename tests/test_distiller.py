@@ -88,6 +88,7 @@ def test_terms_are_logged_under_unique_keras_names(digits, trained_teacher, tmp_
         keras_kd.Term(keras.losses.MeanSquaredError(), teacher_layer="hidden", student_layer="hidden", connector="linear"),
     ]
     distiller = keras_kd.Distiller(trained_teacher, mlp(16, "student"), terms)
+    assert [t.name for t in terms] == ["kd_loss", "kd_loss", "mean_squared_error"]  # not mutated
     distiller.compile("adam", sparse_ce(), metrics=["accuracy"])
     board = keras.callbacks.TensorBoard(str(tmp_path))
     history = distiller.fit(
@@ -354,3 +355,8 @@ def test_learnable_loss_weights_train_and_round_trip(digits, tmp_path):
     restored = keras.saving.load_model(tmp_path / "vid.keras")
     got = restored.evaluate(images, y[:256], verbose=0, return_dict=True)
     np.testing.assert_allclose(got["vid_loss"], expected["vid_loss"], rtol=1e-5)
+
+
+def test_term_named_like_a_reserved_log_key_is_renamed(trained_teacher):
+    distiller = keras_kd.Distiller(trained_teacher, mlp(16, "student"), [keras_kd.Term(KDLoss(), name="loss")])
+    assert [t.name for t in distiller.terms] == ["loss_1"]
