@@ -3,6 +3,7 @@ teacher, a thinner CNN student, and a loop that compares methods with the
 same budget. Layer names: block1/block2 (post-ReLU maps), bn1/bn2
 (pre-ReLU), pool (embedding), logits."""
 
+import argparse
 import os
 import time
 
@@ -70,3 +71,11 @@ def compare(methods, epochs=20, seed=0, limit=None, prepare=None):
         print(f"{name:<10} test accuracy {results[name]:.4f}  ({time.time() - start:.1f}s)", flush=True)
     print(f"{'teacher':<10} test accuracy {results['teacher']:.4f}")
     return results
+
+
+def run_cli(main, description):
+    """`--epochs` / `--seed` command line shared by the family examples."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    main(**vars(parser.parse_args()))

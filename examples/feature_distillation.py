@@ -5,9 +5,7 @@ published setting (keras_kd.recipes), against a scratch student.
     python examples/feature_distillation.py --epochs 20
 """
 
-import argparse
-
-from digits_setup import compare
+from digits_setup import compare, run_cli
 
 BLOCKS = (["block1", "block2"], ["block1", "block2"])
 METHODS = {
@@ -24,7 +22,4 @@ def main(epochs=20, seed=0, limit=None):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    main(**vars(parser.parse_args()))
+    run_cli(main, __doc__.splitlines()[0])

@@ -5,11 +5,9 @@ setting (keras_kd.recipes), against a scratch student.
     python examples/learnable_distillation.py --epochs 20
 """
 
-import argparse
-
 import numpy as np
+from digits_setup import compare, run_cli
 
-from digits_setup import compare
 from keras_kd.losses import FactorTransferLoss
 
 METHODS = {"vid": ("block2", "block2"), "ft": ("block2", "block2"), "crd": ("pool", "pool")}
@@ -30,7 +28,4 @@ def main(epochs=20, seed=0, limit=None):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    main(**vars(parser.parse_args()))
+    run_cli(main, __doc__.splitlines()[0])

@@ -4,9 +4,7 @@ its published setting (keras_kd.recipes), against a scratch student.
     python examples/logit_distillation.py --epochs 20
 """
 
-import argparse
-
-from digits_setup import compare
+from digits_setup import compare, run_cli
 
 METHODS = {name: (None, None) for name in ("kd", "logit_mse", "dkd", "dist")}
 
@@ -16,7 +14,4 @@ def main(epochs=20, seed=0, limit=None):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    main(**vars(parser.parse_args()))
+    run_cli(main, __doc__.splitlines()[0])
