@@ -9,3 +9,11 @@ from keras_kd.distiller import Distiller
 from keras_kd.term import Term
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "callbacks",
+    "connectors",
+    "Distiller",
+    "losses",
+    "Term",
+]

@@ -25,3 +25,26 @@ from keras_kd.losses.pkt import PKTLoss
 from keras_kd.losses.rkd import RKDLoss
 from keras_kd.losses.similarity import SimilarityPreservingLoss
 from keras_kd.losses.vid import VIDLoss
+
+__all__ = [
+    "ABLoss",
+    "AttentionTransferLoss",
+    "CorrelationCongruenceLoss",
+    "CRDLoss",
+    "DistillationLoss",
+    "DISTLoss",
+    "DKDLoss",
+    "FactorTransferLoss",
+    "FitNetLoss",
+    "FSPLoss",
+    "KDLoss",
+    "LogitMSELoss",
+    "NSTLoss",
+    "Paraphraser",
+    "PKTLoss",
+    "pretrain_paraphraser",
+    "RKDLoss",
+    "SimilarityPreservingLoss",
+    "Translator",
+    "VIDLoss",
+]
