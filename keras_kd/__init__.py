@@ -1,10 +1,13 @@
 """keras_kd: knowledge distillation for Keras.
 
 `Distiller` trains a student against a frozen teacher; `Term` binds a loss
-from `keras_kd.losses` to the outputs or layers it compares.
+from `keras_kd.losses` to the outputs or layers it compares. `recipes` holds
+each method's published setting, `models` the reference teacher/student
+architectures, `datasets` the data loaders, `export` the TFLite path, and
+`job` (with the `keras-kd` command in `cli`) the complete distillation run.
 """
 
-from keras_kd import callbacks, connectors, losses
+from keras_kd import callbacks, connectors, datasets, export, losses, models, recipes
 from keras_kd.distiller import Distiller
 from keras_kd.term import Term
 
@@ -13,7 +16,11 @@ __version__ = "0.1.0"
 __all__ = [
     "callbacks",
     "connectors",
+    "datasets",
     "Distiller",
+    "export",
     "losses",
+    "models",
+    "recipes",
     "Term",
 ]

@@ -5,7 +5,10 @@
     distiller = keras_kd.Distiller(teacher, student, terms,
                                    student_loss_weight=keras_kd.recipes.student_loss_weight("at"))
 
-or `keras_kd.recipes.distiller("at", teacher, student, ...)`. Term weights
+or `keras_kd.recipes.distiller("at", teacher, student)`, which picks the
+layers itself for models that follow the `keras_kd.models` layer-name
+convention (`stage1..N`, `stage{i}_preact`, `embedding`), at the points
+RepDistiller's scripts use (`Recipe.points`). Term weights
 and the supervised weight follow the CRD benchmark's CIFAR-100 scripts
 (RepDistiller `scripts/run_cifar_distill.sh`: `-r` cross-entropy, `-a` KD,
 `-b` the method's term) unless the method is not in it (DKD and DIST follow
@@ -29,6 +32,10 @@ class Recipe:
     weight: float
     student_loss_weight: float = 1.0
     on: str = "features"  # "logits", "features" or "feature_pairs"
+    # Where `layers_for` takes features, after RepDistiller's `feat` indices:
+    # "stages" (feat[1:-1]), "middle_stage" (feat[2], FitNets' hint layer),
+    # "last_stage" (feat[-2]), "preact" (pre-ReLU stages) or "embedding" (feat[-1]).
+    points: str = "stages"
     connector: str = None
     loss_kwargs: dict = dataclasses.field(default_factory=dict)
     source: str = "RepDistiller scripts/run_cifar_distill.sh"
@@ -36,9 +43,7 @@ class Recipe:
 
 RECIPES = {
     "kd": Recipe(losses.KDLoss, 0.9, 0.1, "logits", loss_kwargs={"temperature": 4.0}),
-    "logit_mse": Recipe(
-        losses.LogitMSELoss, 1.0, 0.0, "logits", source="Ba & Caruana 2014 (logit regression alone)"
-    ),
+    "logit_mse": Recipe(losses.LogitMSELoss, 1.0, 0.0, "logits", source="Ba & Caruana 2014 (logit regression alone)"),
     "dkd": Recipe(
         losses.DKDLoss,
         1.0,
@@ -55,19 +60,19 @@ RECIPES = {
         loss_kwargs={"beta": 1.0, "gamma": 1.0, "temperature": 1.0},
         source="Huang et al. 2022, ImageNet setting of the authors' code",
     ),
-    "fitnet": Recipe(losses.FitNetLoss, 100.0, connector="auto"),
+    "fitnet": Recipe(losses.FitNetLoss, 100.0, connector="auto", points="middle_stage"),
     "at": Recipe(losses.AttentionTransferLoss, 1000.0, loss_kwargs={"p": 2}),
     "fsp": Recipe(losses.FSPLoss, 50.0, on="feature_pairs"),
     "nst": Recipe(losses.NSTLoss, 50.0),
-    "ab": Recipe(losses.ABLoss, 1.0, connector="auto", loss_kwargs={"margin": 1.0}),
-    "sp": Recipe(losses.SimilarityPreservingLoss, 3000.0),
-    "cc": Recipe(losses.CorrelationCongruenceLoss, 0.02, connector="linear"),
-    "rkd": Recipe(losses.RKDLoss, 1.0),
-    "pkt": Recipe(losses.PKTLoss, 30000.0),
+    "ab": Recipe(losses.ABLoss, 1.0, connector="auto", points="preact", loss_kwargs={"margin": 1.0}),
+    "sp": Recipe(losses.SimilarityPreservingLoss, 3000.0, points="last_stage"),
+    "cc": Recipe(losses.CorrelationCongruenceLoss, 0.02, connector="linear", points="embedding"),
+    "rkd": Recipe(losses.RKDLoss, 1.0, points="embedding"),
+    "pkt": Recipe(losses.PKTLoss, 30000.0, points="embedding"),
     "vid": Recipe(losses.VIDLoss, 1.0),
     # Pre-train the paraphraser first: term.loss.pretrain_paraphraser(features).
-    "ft": Recipe(losses.FactorTransferLoss, 200.0, loss_kwargs={"rate": 0.5, "p": 1}),
-    "crd": Recipe(losses.CRDLoss, 0.8),
+    "ft": Recipe(losses.FactorTransferLoss, 200.0, points="last_stage", loss_kwargs={"rate": 0.5, "p": 1}),
+    "crd": Recipe(losses.CRDLoss, 0.8, points="embedding"),
 }
 
 
@@ -76,7 +81,8 @@ def names():
     return sorted(RECIPES)
 
 
-def _recipe(name):
+def get_recipe(name):
+    """The `Recipe` of method `name`; a ValueError lists the valid names."""
     if name not in RECIPES:
         raise ValueError(f"Unknown method {name!r}. Available methods: {names()}")
     return RECIPES[name]
@@ -97,7 +103,7 @@ def get(name, teacher_layers=None, student_layers=None, weight=None, **loss_kwar
         weight: overrides the published term weight.
         **loss_kwargs: override the loss's constructor arguments.
     """
-    recipe = _recipe(name)
+    recipe = get_recipe(name)
     kwargs = {**recipe.loss_kwargs, **loss_kwargs}
     weight = recipe.weight if weight is None else weight
     if recipe.on == "logits":
@@ -116,8 +122,7 @@ def get(name, teacher_layers=None, student_layers=None, weight=None, **loss_kwar
             raise ValueError(f"Method {name!r} compares pairs of layers: give at least two.")
         pairs = zip(zip(teacher_layers, teacher_layers[1:]), zip(student_layers, student_layers[1:]))
         return [
-            Term(recipe.loss(**kwargs), teacher_layer=list(t), student_layer=list(s), weight=weight)
-            for t, s in pairs
+            Term(recipe.loss(**kwargs), teacher_layer=list(t), student_layer=list(s), weight=weight) for t, s in pairs
         ]
     return [
         Term(recipe.loss(**kwargs), teacher_layer=t, student_layer=s, weight=weight, connector=recipe.connector)
@@ -125,12 +130,79 @@ def get(name, teacher_layers=None, student_layers=None, weight=None, **loss_kwar
     ]
 
 
+def describe(name):
+    """Method `name`'s loss, paper, published weights and default constants."""
+    import inspect
+    import sys
+
+    recipe = get_recipe(name)
+    paper = " ".join((sys.modules[recipe.loss.__module__].__doc__ or "").split("\n\n")[0].split())
+    defaults = {
+        key: parameter.default
+        for key, parameter in inspect.signature(recipe.loss.__init__).parameters.items()
+        if parameter.default is not inspect.Parameter.empty and key not in ("name", "reduction", "dtype")
+    }
+    features = "outputs (logits)" if recipe.on == "logits" else recipe.points.replace("_", " ")
+    return {
+        "loss": recipe.loss.__name__,
+        "paper": paper,
+        "weight": recipe.weight,
+        "student_loss_weight": recipe.student_loss_weight,
+        "constants": {**defaults, **recipe.loss_kwargs},
+        "features": features,
+        "connector": recipe.connector,
+        "source": recipe.source,
+    }
+
+
+def layers_for(name, teacher, student):
+    """(teacher_layers, student_layers) where method `name` reads features,
+    for models that follow the `keras_kd.models` layer-name convention.
+
+    Stage lists of different lengths pair their deepest stages. Returns
+    `(None, None)` for methods that compare outputs.
+    """
+    from keras_kd.models import feature_layers  # the zoo imports nothing from here
+
+    recipe = get_recipe(name)
+    if recipe.on == "logits":
+        return None, None
+    found = {}
+    for role, model in (("teacher", teacher), ("student", student)):
+        features = feature_layers(model)
+        key = "preact" if recipe.points == "preact" else "stages"
+        if recipe.points == "embedding":
+            found[role] = [features["embedding"]] if features["embedding"] else []
+        else:
+            found[role] = features[key]
+        if not found[role]:
+            wanted = {
+                "preact": "`stage{i}_preact` layers beside every `stage{i}`",
+                "embedding": "an `embedding` layer or `stage{i}` layers",
+            }.get(recipe.points, "layers named `stage1`, `stage2`, ...")
+            raise ValueError(
+                f"Method {name!r} needs the {role} model {model.name!r} to have {wanted} "
+                "(the keras_kd.models naming convention), or pass teacher_layers and student_layers."
+            )
+    depth = min(len(found["teacher"]), len(found["student"]))
+    teacher_layers, student_layers = found["teacher"][-depth:], found["student"][-depth:]
+    if recipe.points == "middle_stage":
+        middle = (depth - 1) // 2 if depth > 2 else depth - 1
+        return [teacher_layers[middle]], [student_layers[middle]]
+    if recipe.points == "last_stage":
+        return teacher_layers[-1:], student_layers[-1:]
+    return teacher_layers, student_layers
+
+
 def student_loss_weight(name):
     """The published weight of the supervised loss for method `name`."""
-    return _recipe(name).student_loss_weight
+    return get_recipe(name).student_loss_weight
 
 
 def distiller(name, teacher, student, teacher_layers=None, student_layers=None, **kwargs):
-    """A `Distiller` with method `name`'s terms and supervised weight."""
+    """A `Distiller` with method `name`'s terms and supervised weight; the
+    layers default to `layers_for(name, teacher, student)`."""
+    if teacher_layers is None and student_layers is None:
+        teacher_layers, student_layers = layers_for(name, teacher, student)
     terms = get(name, teacher_layers, student_layers, **kwargs)
     return Distiller(teacher, student, terms, student_loss_weight=student_loss_weight(name))

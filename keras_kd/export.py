@@ -1,0 +1,178 @@
+"""TFLite export of students and evaluation of the exported file.
+
+    keras_kd.export.to_tflite(student, "student.tflite")                       # float32
+    keras_kd.export.to_tflite(student, "s16.tflite", quantize="float16")       # fp16 weights
+    keras_kd.export.to_tflite(student, "dyn.tflite", quantize="dynamic")       # int8 weights
+    keras_kd.export.to_tflite(student, "s8.tflite", quantize="int8",
+                              representative_data=train_images)                # full integer
+    accuracy = keras_kd.export.evaluate_tflite("s8.tflite", test_ds)
+
+The model goes through a SavedModel (`model.export`), which folds
+BatchNorm into the convolutions, then `tf.lite.TFLiteConverter`. The file
+runs with the LiteRT interpreter (`ai-edge-litert`).
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+QUANTIZE = (None, "float16", "dynamic", "int8")
+
+
+def _validate(model, quantize, representative_data):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
+    if not model.built or not model.inputs:
+        raise ValueError(
+            f"Model {model.name!r} has no defined inputs; export a functional model or call it once on data first."
+        )
+    if quantize == "none":
+        quantize = None
+    if quantize not in QUANTIZE:
+        raise ValueError(f"`quantize` must be one of {list(QUANTIZE)} (or 'none'). Received: quantize={quantize!r}")
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            "quantize='int8' calibrates activation ranges and needs `representative_data`: "
+            "a few hundred training inputs (an array, or a tf.data.Dataset of inputs or (inputs, labels))."
+        )
+    return quantize
+
+
+def _representative_batches(model, data, num_samples):
+    """Yields single-example input lists for the converter's calibration."""
+    expected = tuple(model.inputs[0].shape[1:])
+    if isinstance(data, tf.data.Dataset):
+        data = data.unbatch() if _is_batched(data, expected) else data
+        examples = (element[0] if isinstance(element, tuple) else element for element in data.take(num_samples))
+    else:
+        examples = iter(np.asarray(data)[:num_samples])
+    for example in examples:
+        example = np.asarray(example, dtype="float32")
+        if tuple(example.shape) != expected:
+            raise ValueError(
+                f"Representative data has examples of shape {tuple(example.shape)}; "
+                f"the model {model.name!r} expects inputs of shape {expected} (without the batch axis)."
+            )
+        yield [example[None]]
+
+
+def _is_batched(dataset, expected):
+    spec = dataset.element_spec
+    spec = spec[0] if isinstance(spec, tuple) else spec
+    return spec.shape.rank == len(expected) + 1
+
+
+def converter_for(model, quantize=None, representative_data=None, num_calibration_samples=200, int8_io=False):
+    """A configured `tf.lite.TFLiteConverter` for `model` (see `to_tflite`)."""
+    quantize = _validate(model, quantize, representative_data)
+    saved_model = tempfile.mkdtemp(prefix="keras_kd_export_")
+    model.export(saved_model, format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        samples = list(_representative_batches(model, representative_data, num_calibration_samples))
+        if not samples:
+            raise ValueError("`representative_data` is empty; int8 calibration needs at least one input.")
+        converter.representative_dataset = lambda: iter(samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    return converter
+
+
+def to_tflite(model, path, quantize=None, representative_data=None, num_calibration_samples=200, int8_io=False):
+    """Converts `model` to a TFLite flatbuffer at `path`; returns the path.
+
+    Args:
+        model: a built Keras model (e.g. `distiller.student`).
+        path: the `.tflite` file to write (parent folders are created).
+        quantize: None/"none" (float32), "float16" (fp16 weights),
+            "dynamic" (int8 weights, float activations) or "int8" (full
+            integer, calibrated on `representative_data`).
+        representative_data: inputs for int8 calibration: an array of
+            examples, or a `tf.data.Dataset` of inputs or (inputs, labels),
+            batched or not. Required for "int8".
+        num_calibration_samples: how many examples calibrate int8.
+        int8_io: with "int8", make the file's input and output int8 too
+            (for integer-only accelerators); otherwise they stay float32.
+    """
+    converter = converter_for(model, quantize, representative_data, num_calibration_samples, int8_io)
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:  # the converter raises several private types
+        layers = ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in model.layers)
+        raise RuntimeError(
+            f"TFLite conversion of model {model.name!r} failed: {error}\nModel layers: {layers}"
+        ) from error
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flatbuffer)
+    return str(path)
+
+
+def interpreter(path, num_threads=None):
+    """A LiteRT interpreter for the file at `path`, tensors allocated."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No TFLite file at {path!r}.")
+    runner = Interpreter(model_path=str(path), num_threads=num_threads)
+    runner.allocate_tensors()
+    return runner
+
+
+def _quantize(x, detail):
+    scale, zero_point = detail["quantization"]
+    if detail["dtype"] == np.float32 or scale == 0:
+        return x.astype(detail["dtype"])
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y, detail):
+    scale, zero_point = detail["quantization"]
+    if detail["dtype"] == np.float32 or scale == 0:
+        return y.astype("float32")
+    return (y.astype("float32") - zero_point) * scale
+
+
+def predict_tflite(path, x, batch_size=256):
+    """Outputs of the TFLite file for inputs `x` (float, as the Keras model takes them)."""
+    runner = interpreter(path)
+    input_detail, output_detail = runner.get_input_details()[0], runner.get_output_details()[0]
+    x = np.asarray(x, dtype="float32")
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        runner.resize_tensor_input(input_detail["index"], batch.shape)
+        runner.allocate_tensors()
+        runner.set_tensor(input_detail["index"], _quantize(batch, input_detail))
+        runner.invoke()
+        outputs.append(_dequantize(runner.get_tensor(output_detail["index"]), output_detail))
+    return np.concatenate(outputs) if outputs else np.zeros((0,), "float32")
+
+
+def _as_arrays(data):
+    if isinstance(data, tuple) and len(data) == 2:
+        return np.asarray(data[0]), np.asarray(data[1])
+    xs, ys = [], []
+    for x, y in data:
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def evaluate_tflite(path, data, batch_size=256):
+    """Top-1 accuracy of the TFLite file on `data`: an `(x, y)` tuple of
+    arrays or a batched `tf.data.Dataset` of (inputs, integer labels)."""
+    x, y = _as_arrays(data)
+    predictions = predict_tflite(path, x, batch_size)
+    return float(np.mean(np.argmax(predictions, axis=-1) == y.reshape(-1)))

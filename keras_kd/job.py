@@ -1,0 +1,378 @@
+"""The complete distillation job behind `keras-kd distill`.
+
+    config = keras_kd.job.DistillConfig(dataset="digits", method="kd")
+    report = keras_kd.job.run(config)
+
+Stages: teacher (train a zoo model, or load a `.keras` file), scratch
+student (the same student trained on labels alone with the same budget),
+distilled student, evaluation of all three, TFLite export of the distilled
+student, then the run folder: `report.json`, `report.md`, the models and the
+plots. Every stage writes its files as it finishes, so an interrupted run
+keeps what was done (and `report.json` says where it stopped).
+"""
+
+import dataclasses
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import yaml
+
+from keras_kd import datasets, export, models, recipes, report
+from keras_kd.distiller import Distiller
+from keras_kd.losses import FactorTransferLoss
+
+# Per-dataset defaults: pairs from the literature that fit the data's size.
+DEFAULTS = {
+    "digits": {"teacher": "cnn_large", "student": "cnn_tiny", "epochs": 60, "batch_size": 32},
+    "mnist": {"teacher": "hinton_teacher", "student": "hinton_student", "epochs": 15, "batch_size": 128},
+    "fashion_mnist": {"teacher": "cnn_large", "student": "cnn_small", "epochs": 15, "batch_size": 128},
+    "cifar10": {"teacher": "resnet56", "student": "resnet20", "epochs": 30, "batch_size": 128},
+    "cifar100": {"teacher": "resnet32x4", "student": "resnet8x4", "epochs": 30, "batch_size": 128},
+}
+FALLBACK = {"teacher": "cnn_large", "student": "cnn_small", "epochs": 15, "batch_size": 128}
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """Everything that defines a run; `report.json` and `config.yaml` store it.
+
+    Fields left None take the dataset's default (`DEFAULTS`).
+    """
+
+    dataset: str = "digits"
+    data_dir: str = None
+    teacher: str = None  # a zoo name or a .keras file
+    student: str = None  # a zoo name
+    method: str = "kd"  # a recipe name, or several joined by "+" (e.g. "kd+at")
+    epochs: int = None
+    teacher_epochs: int = None  # defaults to `epochs`
+    batch_size: int = None
+    learning_rate: float = 3e-3
+    temperature: float = None  # overrides the recipe's for methods that have one
+    augment: bool = False
+    seed: int = 0
+    limit: int = None  # use the first `limit` examples of each split
+    quantize: str = "none"  # of student.tflite: none, float16, dynamic, int8
+    output: str = None  # run folder; default runs/<dataset>-<method>-<time>
+    overwrite: bool = False
+    verbose: object = "auto"  # Keras fit verbosity
+
+    def __post_init__(self):
+        defaults = DEFAULTS.get(self.dataset, FALLBACK)
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.teacher_epochs is None:
+            self.teacher_epochs = self.epochs
+        self.validate()
+
+    def validate(self):
+        for key in ("epochs", "teacher_epochs", "batch_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{key}` must be a positive integer. Received: {key}={value!r}")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"`limit` must be a positive integer or None. Received: limit={self.limit!r}")
+        for key in ("learning_rate", "temperature"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"`{key}` must be a positive number. Received: {key}={value!r}")
+        if self.quantize not in ("none", "float16", "dynamic", "int8"):
+            raise ValueError(
+                f"`quantize` must be one of none, float16, dynamic, int8. Received: quantize={self.quantize!r}"
+            )
+        for name in self.methods:
+            recipes.get_recipe(name)
+        if self.student not in models.names():
+            raise ValueError(f"Unknown student model {self.student!r}. Available models: {models.names()}")
+        if not self.teacher.endswith(".keras") and self.teacher not in models.names():
+            raise ValueError(
+                f"Unknown teacher {self.teacher!r}: give a .keras file or a zoo model. "
+                f"Available models: {models.names()}"
+            )
+
+    @property
+    def methods(self):
+        names = [name.strip() for name in re.split(r"[+,]", self.method) if name.strip()]
+        if not names:
+            raise ValueError(f"`method` names no method. Received: method={self.method!r}")
+        return names
+
+    @classmethod
+    def from_file(cls, path, **overrides):
+        """Reads a YAML or JSON file of the same fields; `overrides` win."""
+        text = Path(path).read_text()
+        settings = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        if not isinstance(settings, dict):
+            raise ValueError(f"Config file {path} must hold a mapping of settings. Received: {type(settings).__name__}")
+        settings = {key.replace("-", "_"): value for key, value in settings.items()}
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(settings) - fields)
+        if unknown:
+            raise ValueError(f"Unknown setting(s) {unknown} in {path}. Valid settings: {sorted(fields)}")
+        return cls(**{**settings, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _log(message):
+    print(message, flush=True)
+
+
+def load_teacher(path, data):
+    """Loads a teacher file and checks it fits `data`'s inputs and classes."""
+    try:
+        teacher = keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        raise ValueError(f"Could not load the teacher from {path!r}: {error}") from error
+    output_shape = tuple(teacher.outputs[0].shape)
+    if output_shape[-1] != data.num_classes:
+        raise ValueError(
+            f"Teacher {path!r} outputs {output_shape[-1]} classes, but dataset {data.name!r} has "
+            f"{data.num_classes} classes."
+        )
+    input_shape = tuple(teacher.inputs[0].shape[1:])
+    if input_shape != tuple(data.input_shape):
+        raise ValueError(
+            f"Teacher {path!r} takes inputs of shape {input_shape}, but dataset {data.name!r} has "
+            f"images of shape {tuple(data.input_shape)}."
+        )
+    return teacher
+
+
+def check_logits(teacher, data):
+    """Distillation needs logits: refuse a teacher whose outputs are
+    probabilities (rows of non-negative values summing to one)."""
+    x, _ = data.numpy("test")
+    outputs = np.asarray(teacher(x[:16], training=False))
+    if np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1.0, atol=1e-3):
+        raise ValueError(
+            f"Teacher {teacher.name!r} outputs probabilities (a softmax); distillation compares logits. "
+            "Remove the final activation and save the teacher again."
+        )
+
+
+def build_terms(config, teacher, student):
+    """The terms of `config.method` (recipes, layers from the naming
+    convention) and the supervised weight (the smallest recipe's)."""
+    terms = []
+    for name in config.methods:
+        recipe = recipes.get_recipe(name)
+        kwargs = {}
+        if config.temperature is not None and "temperature" in recipe.loss_kwargs:
+            kwargs["temperature"] = float(config.temperature)
+        teacher_layers, student_layers = recipes.layers_for(name, teacher, student)
+        terms += recipes.get(name, teacher_layers, student_layers, **kwargs)
+    weight = min(recipes.student_loss_weight(name) for name in config.methods)
+    return terms, weight
+
+
+def _optimizer(config, steps_per_epoch, epochs):
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, steps_per_epoch * epochs))
+    return keras.optimizers.Adam(schedule)
+
+
+def accuracy(model, x, y, batch_size=256):
+    return float(np.mean(np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1) == y))
+
+
+def _history(history):
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def _prepare_learnable(distiller, data):
+    """Factor transfer's first stage: its paraphrasers learn the teacher's
+    features before the student trains."""
+    x_train, _ = data.numpy("train")
+    for term in distiller.terms:
+        if isinstance(term.loss, FactorTransferLoss):
+            features = np.asarray(distiller.teacher_features(x_train)[term.teacher_layer])
+            term.loss.pretrain_paraphraser(features, epochs=10)
+
+
+def default_output(config):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    method = "+".join(config.methods)
+    return str(Path("runs") / f"{config.dataset}-{method}-{stamp}")
+
+
+class _Run:
+    """The run folder and its report, written after every stage."""
+
+    def __init__(self, config):
+        self.config = config
+        self.folder = Path(config.output or default_output(config))
+        if self.folder.exists() and any(self.folder.iterdir()) and not config.overwrite:
+            raise FileExistsError(
+                f"Output folder {str(self.folder)!r} exists and is not empty; choose another --output "
+                "or pass --overwrite."
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
+        self.report = {
+            "status": "running",
+            "config": config.to_dict(),
+            "versions": report.versions(),
+            "stages": {},
+            "models": {},
+            "histories": {},
+            "files": {},
+        }
+        self.report["config"]["output"] = str(self.folder)
+
+    def stage(self, number, name, message):
+        _log(f"[{number}/5] {name}: {message}")
+        return time.time()
+
+    def finish_stage(self, name, start, **details):
+        seconds = time.time() - start
+        self.report["stages"][name] = {"seconds": round(seconds, 2), **details}
+        self.save()
+        _log(f"      {name} done in {seconds:.1f}s (elapsed {time.time() - self.started:.1f}s)")
+
+    def add_file(self, key, path):
+        self.report["files"][key] = Path(path).name
+        return path
+
+    def save(self):
+        self.report["elapsed_seconds"] = round(time.time() - self.started, 2)
+        (self.folder / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
+
+
+def run(config):
+    """Runs the job for `config` (a `DistillConfig`); returns the report dict.
+
+    A Ctrl-C (KeyboardInterrupt) stops the run: the files of the finished
+    stages stay, `report.json` records `status: "interrupted"`, and the
+    interrupt propagates.
+    """
+    keras.utils.set_random_seed(config.seed)
+    data = datasets.load(
+        config.dataset,
+        batch_size=config.batch_size,
+        data_dir=config.data_dir,
+        augment=config.augment,
+        seed=config.seed,
+        limit=config.limit,
+    )
+    if config.teacher.endswith(".keras"):
+        if not os.path.exists(config.teacher):
+            raise FileNotFoundError(f"No teacher file at {config.teacher!r}.")
+        teacher = load_teacher(config.teacher, data)
+        check_logits(teacher, data)
+    else:
+        teacher = None
+    job = _Run(config)
+    job.report["data"] = {
+        "name": data.name,
+        "source": data.source,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "num_train": data.num_train,
+        "num_test": data.num_test,
+    }
+    try:
+        _stages(config, data, teacher, job)
+    except KeyboardInterrupt:
+        job.report["status"] = "interrupted"
+        job.save()
+        _log(f"Interrupted. Finished stages kept in {job.folder}")
+        raise
+    except Exception as error:
+        job.report["status"] = "failed"
+        job.report["error"] = f"{type(error).__name__}: {error}"
+        job.save()
+        raise
+    return job.report
+
+
+def _stages(config, data, teacher, job):
+    x_test, y_test = data.numpy("test")
+    steps = int(np.ceil(data.num_train / config.batch_size))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    # The pipeline shuffles itself; shuffle=False keeps Keras from warning about it.
+    fit = dict(validation_data=data.test, verbose=config.verbose, shuffle=False)
+    folder = job.folder
+
+    start = job.stage(
+        1, "teacher", f"{'training ' + config.teacher if teacher is None else 'loading ' + config.teacher}"
+    )
+    if teacher is None:
+        teacher = models.get(config.teacher, data.input_shape, data.num_classes, name="teacher")
+        teacher.compile(_optimizer(config, steps, config.teacher_epochs), loss, metrics=["accuracy"])
+        job.report["histories"]["teacher"] = _history(teacher.fit(data.train, epochs=config.teacher_epochs, **fit))
+        teacher.save(job.add_file("teacher", folder / "teacher.keras"))
+    job.report["models"]["teacher"] = _model_entry(teacher, config.teacher, accuracy(teacher, x_test, y_test))
+    job.finish_stage("teacher", start, accuracy=job.report["models"]["teacher"]["accuracy"])
+
+    start = job.stage(2, "scratch student", f"training {config.student} on labels alone ({config.epochs} epochs)")
+    keras.utils.set_random_seed(config.seed + 1)  # the distilled student starts from the same weights
+    scratch = models.get(config.student, data.input_shape, data.num_classes, name="scratch_student")
+    scratch.compile(_optimizer(config, steps, config.epochs), loss, metrics=["accuracy"])
+    job.report["histories"]["scratch"] = _history(scratch.fit(data.train, epochs=config.epochs, **fit))
+    job.report["models"]["scratch"] = _model_entry(scratch, config.student, accuracy(scratch, x_test, y_test))
+    job.finish_stage("scratch student", start, accuracy=job.report["models"]["scratch"]["accuracy"])
+
+    start = job.stage(3, "distillation", f"{config.method} into {config.student} ({config.epochs} epochs)")
+    keras.utils.set_random_seed(config.seed + 1)
+    student = models.get(config.student, data.input_shape, data.num_classes, name="student")
+    terms, student_loss_weight = build_terms(config, teacher, student)
+    distiller = Distiller(teacher, student, terms, student_loss_weight=student_loss_weight)
+    _prepare_learnable(distiller, data)
+    distiller.compile(_optimizer(config, steps, config.epochs), loss, metrics=["accuracy"])
+    job.report["histories"]["distilled"] = _history(distiller.fit(data.train, epochs=config.epochs, **fit))
+    student.save(job.add_file("student", folder / "student.keras"))
+    job.report["models"]["distilled"] = _model_entry(student, config.student, accuracy(student, x_test, y_test))
+    job.report["terms"] = [
+        {
+            "name": term.name,
+            "loss": type(term.loss).__name__,
+            "weight": term.weight,
+            "teacher_layer": term.teacher_layer,
+            "student_layer": term.student_layer,
+            "config": json.loads(json.dumps(term.loss.get_config(), default=str)),
+        }
+        for term in distiller.terms
+    ]
+    job.report["student_loss_weight"] = student_loss_weight
+    job.finish_stage("distillation", start, accuracy=job.report["models"]["distilled"]["accuracy"])
+
+    start = job.stage(4, "export", f"TFLite ({config.quantize})")
+    x_train, _ = data.numpy("train")
+    path = export.to_tflite(
+        student,
+        job.add_file("tflite", folder / "student.tflite"),
+        quantize=config.quantize,
+        representative_data=x_train if config.quantize == "int8" else None,
+    )
+    job.report["tflite"] = {
+        "quantize": config.quantize,
+        "bytes": os.path.getsize(path),
+        "accuracy": export.evaluate_tflite(path, (x_test, y_test)),
+    }
+    job.finish_stage("export", start, bytes=job.report["tflite"]["bytes"])
+
+    start = job.stage(5, "report", "plots, report.json and report.md")
+    job.report["status"] = "complete"
+    for key, path in report.plot_all(job.report, folder).items():
+        job.add_file(key, path)
+    job.add_file("config", report.write_config(config, folder / "config.yaml"))
+    job.add_file("report_md", report.write_markdown(job.report, folder / "report.md"))
+    job.finish_stage("report", start)
+    _log("\n" + report.table(job.report))
+    _log(f"\nRun folder: {folder}")
+
+
+def _model_entry(model, architecture, test_accuracy):
+    return {
+        "architecture": Path(architecture).name,
+        "params": int(model.count_params()),
+        "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "accuracy": test_accuracy,
+    }
