@@ -28,7 +28,7 @@ from keras_kd.losses import FactorTransferLoss
 
 # Per-dataset defaults: pairs from the literature that fit the data's size.
 DEFAULTS = {
-    "digits": {"teacher": "cnn_large", "student": "cnn_tiny", "epochs": 60, "batch_size": 32},
+    "digits": {"teacher": "cnn_large", "student": "cnn_small", "epochs": 60, "batch_size": 32},
     "mnist": {"teacher": "hinton_teacher", "student": "hinton_student", "epochs": 15, "batch_size": 128},
     "fashion_mnist": {"teacher": "cnn_large", "student": "cnn_small", "epochs": 15, "batch_size": 128},
     "cifar10": {"teacher": "resnet56", "student": "resnet20", "epochs": 30, "batch_size": 128},

@@ -159,8 +159,9 @@ def layers_for(name, teacher, student):
     """(teacher_layers, student_layers) where method `name` reads features,
     for models that follow the `keras_kd.models` layer-name convention.
 
-    Stage lists of different lengths pair their deepest stages. Returns
-    `(None, None)` for methods that compare outputs.
+    Stage lists of different lengths pair stages of the same spatial size
+    (else the deepest ones). Returns `(None, None)` for methods that
+    compare outputs.
     """
     from keras_kd.models import feature_layers  # the zoo imports nothing from here
 
@@ -184,14 +185,34 @@ def layers_for(name, teacher, student):
                 f"Method {name!r} needs the {role} model {model.name!r} to have {wanted} "
                 "(the keras_kd.models naming convention), or pass teacher_layers and student_layers."
             )
-    depth = min(len(found["teacher"]), len(found["student"]))
-    teacher_layers, student_layers = found["teacher"][-depth:], found["student"][-depth:]
+    teacher_layers, student_layers = _pair_stages(teacher, found["teacher"], student, found["student"])
+    depth = len(student_layers)
     if recipe.points == "middle_stage":
         middle = (depth - 1) // 2 if depth > 2 else depth - 1
         return [teacher_layers[middle]], [student_layers[middle]]
     if recipe.points == "last_stage":
         return teacher_layers[-1:], student_layers[-1:]
     return teacher_layers, student_layers
+
+
+def _pair_stages(teacher, teacher_layers, student, student_layers):
+    """Equal-length lists pair in order. Otherwise each student stage takes
+    the deepest teacher stage of the same spatial size if every one has
+    such a match, else the deepest stages of both pair up."""
+    if len(teacher_layers) == len(student_layers):
+        return teacher_layers, student_layers
+
+    def spatial(model, name):
+        return tuple(model.get_layer(name).output.shape[1:-1])
+
+    matched = []
+    for name in student_layers:
+        same = [t for t in teacher_layers if spatial(teacher, t) == spatial(student, name)]
+        matched.append(same[-1] if same else None)
+    if None not in matched and len(set(matched)) == len(matched):
+        return matched, student_layers
+    depth = min(len(teacher_layers), len(student_layers))
+    return teacher_layers[-depth:], student_layers[-depth:]
 
 
 def student_loss_weight(name):

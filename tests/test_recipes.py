@@ -1,6 +1,7 @@
 """Every method trains inside a Distiller with its published setting."""
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -89,3 +90,50 @@ def test_auto_connector_only_where_shapes_differ():
     assert isinstance(distiller.connectors["maps"], keras_kd.connectors.Conv1x1Connector)
     assert isinstance(distiller.connectors["vectors"], keras_kd.connectors.LinearConnector)
     assert "logits" not in distiller.connectors
+
+
+@pytest.mark.parametrize("name", recipes.names())
+def test_layers_come_from_the_naming_convention(name):
+    from keras_kd import models
+
+    # FSP compares C_a x C_b matrices, so it needs equal widths (as in the paper).
+    teacher = models.get("cnn_tiny" if name == "fsp" else "cnn_large", (8, 8, 1), 10)
+    student = models.get("cnn_tiny", (8, 8, 1), 10)
+    distiller = recipes.distiller(name, teacher, student)
+    expected = {
+        "logits": [None],
+        "stages": ["stage1", "stage2"],
+        "middle_stage": ["stage2"],  # of two stages, the deeper
+        "last_stage": ["stage2"],
+        "preact": ["stage1_preact", "stage2_preact"],
+        "embedding": ["embedding"],
+    }
+    recipe = recipes.get_recipe(name)
+    points = "logits" if recipe.on == "logits" else recipe.points
+    student_layers = [term.student_layer for term in distiller.terms]
+    if recipe.on == "feature_pairs":
+        assert [list(layers) for layers in student_layers] == [["stage1", "stage2"]]
+    else:
+        assert student_layers == expected[points]
+    # cnn_large has three stages, cnn_tiny two: stages of equal spatial size pair up.
+    if points in ("stages", "preact") and recipe.on != "feature_pairs":
+        suffix = "_preact" if points == "preact" else ""
+        assert [term.teacher_layer for term in distiller.terms] == [f"stage1{suffix}", f"stage2{suffix}"]
+
+
+def test_layers_for_names_what_is_missing():
+    inputs = keras.Input((8, 8, 1))
+    plain = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)), name="plain")
+    with pytest.raises(ValueError, match="plain.*naming convention"):
+        recipes.distiller("at", plain, plain)
+    assert recipes.layers_for("kd", plain, plain) == (None, None)
+
+
+@pytest.mark.parametrize("name", recipes.names())
+def test_describe_gives_paper_and_constants(name):
+    info = recipes.describe(name)
+    assert info["loss"] == recipes.RECIPES[name].loss.__name__
+    assert re.search(r"(19|20)\d\d", info["paper"]), info["paper"]
+    assert info["weight"] == recipes.RECIPES[name].weight
+    for key, value in recipes.RECIPES[name].loss_kwargs.items():
+        assert info["constants"][key] == value

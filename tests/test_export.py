@@ -1,0 +1,88 @@
+"""TFLite export: every quantization mode converts, runs in LiteRT and
+agrees with the Keras model; bad requests fail before conversion."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_kd import export, models
+
+
+@pytest.fixture(scope="module")
+def student_and_data(digits):
+    import keras
+
+    x, y = digits
+    x = x.reshape(-1, 8, 8, 1)
+    keras.utils.set_random_seed(0)
+    student = models.get("cnn_tiny", (8, 8, 1), 10)
+    student.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    student.fit(x[:600], y[:600], epochs=15, batch_size=32, verbose=0)
+    return student, x[600:900], y[600:900]
+
+
+@pytest.mark.parametrize(
+    "quantize, tolerance",
+    [(None, 1e-4), ("none", 1e-4), ("float16", 5e-2), ("dynamic", 0.3), ("int8", 0.5)],
+)
+def test_each_mode_runs_and_agrees_with_keras(student_and_data, tmp_path, quantize, tolerance):
+    student, x, y = student_and_data
+    path = export.to_tflite(student, tmp_path / "s.tflite", quantize=quantize, representative_data=x)
+    expected = student.predict(x, verbose=0)
+    actual = export.predict_tflite(path, x)
+    assert actual.shape == expected.shape
+    assert np.max(np.abs(actual - expected)) < tolerance * max(1.0, np.max(np.abs(expected)))
+    keras_accuracy = float(np.mean(np.argmax(expected, -1) == y))
+    assert export.evaluate_tflite(path, (x, y)) == pytest.approx(keras_accuracy, abs=0.05)
+
+
+def test_quantized_files_are_smaller(student_and_data, tmp_path):
+    _, x, _ = student_and_data
+    student = models.get("cnn_large", (8, 8, 1), 10)  # big enough that weights dominate the file
+    sizes = {
+        mode: (tmp_path / f"{mode}.tflite").stat().st_size
+        for mode in ("none", "float16", "int8")
+        if export.to_tflite(student, tmp_path / f"{mode}.tflite", quantize=mode, representative_data=x)
+    }
+    assert sizes["int8"] < sizes["float16"] < sizes["none"]
+
+
+def test_int8_io_takes_quantized_inputs(student_and_data, tmp_path):
+    student, x, y = student_and_data
+    path = export.to_tflite(student, tmp_path / "io.tflite", quantize="int8", representative_data=x, int8_io=True)
+    runner = export.interpreter(path)
+    assert runner.get_input_details()[0]["dtype"] == np.int8
+    assert runner.get_output_details()[0]["dtype"] == np.int8
+    expected = float(np.mean(np.argmax(student.predict(x, verbose=0), -1) == y))
+    assert export.evaluate_tflite(path, (x, y)) == pytest.approx(expected, abs=0.05)
+
+
+def test_evaluate_reads_a_batched_dataset(student_and_data, tmp_path):
+    student, x, y = student_and_data
+    path = export.to_tflite(student, tmp_path / "s.tflite")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    assert export.evaluate_tflite(path, dataset) == export.evaluate_tflite(path, (x, y))
+
+
+def test_representative_dataset_of_pairs(student_and_data, tmp_path):
+    student, x, y = student_and_data
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    path = export.to_tflite(student, tmp_path / "s.tflite", quantize="int8", representative_data=dataset)
+    expected = float(np.mean(np.argmax(student.predict(x, verbose=0), -1) == y))
+    assert expected > 0.5
+    assert export.evaluate_tflite(path, (x, y)) == pytest.approx(expected, abs=0.05)
+
+
+def test_bad_requests_fail_before_conversion(student_and_data, tmp_path):
+    student, x, _ = student_and_data
+    with pytest.raises(ValueError, match="representative_data"):
+        export.to_tflite(student, tmp_path / "a.tflite", quantize="int8")
+    with pytest.raises(ValueError, match=r"quantize.*int4"):
+        export.to_tflite(student, tmp_path / "a.tflite", quantize="int4")
+    with pytest.raises(ValueError, match=r"expects inputs of shape \(8, 8, 1\)"):
+        export.to_tflite(student, tmp_path / "a.tflite", quantize="int8", representative_data=x.reshape(-1, 64))
+    with pytest.raises(TypeError, match="keras.Model"):
+        export.to_tflite("model.keras", tmp_path / "a.tflite")
+    with pytest.raises(FileNotFoundError, match="nothing.tflite"):
+        export.evaluate_tflite(tmp_path / "nothing.tflite", (x, x))
+    assert not (tmp_path / "a.tflite").exists()
