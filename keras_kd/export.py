@@ -7,13 +7,18 @@
                               representative_data=train_images)                # full integer
     accuracy = keras_kd.export.evaluate_tflite("s8.tflite", test_ds)
 
-The model goes through a SavedModel (`model.export`), which folds
-BatchNorm into the convolutions, then `tf.lite.TFLiteConverter`. The file
-runs with the LiteRT interpreter (`ai-edge-litert`).
+A Keras 3 model goes through a SavedModel (`model.export`), which folds
+BatchNorm into the convolutions, then `tf.lite.TFLiteConverter`; a tf_keras
+model (a quantization- or pruning-aware student, see
+`keras_kd.optimization`) converts with `from_keras_model`, and its
+fake-quant ranges become the int8 parameters. The file runs with the LiteRT
+interpreter (`ai-edge-litert`).
 """
 
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 
 import keras
@@ -23,9 +28,22 @@ import tensorflow as tf
 QUANTIZE = (None, "float16", "dynamic", "int8")
 
 
+def _is_tf_keras(model):
+    """True for a tf_keras (Keras 2) model, e.g. a tensorflow-model-optimization student."""
+    return type(model).__module__.startswith(("tf_keras", "tensorflow_model_optimization")) or any(
+        cls.__module__.startswith("tf_keras") for cls in type(model).__mro__
+    )
+
+
+def is_quantization_aware(model):
+    """True for a student wrapped by `keras_kd.optimization.quantization_aware`
+    (its fake-quant ranges replace int8 calibration)."""
+    return any(type(layer).__name__.startswith(("QuantizeWrapper", "QuantizeLayer")) for layer in model.layers)
+
+
 def _validate(model, quantize, representative_data):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model. Received: {type(model).__name__}")
+    if not isinstance(model, keras.Model) and not _is_tf_keras(model):
+        raise TypeError(f"`model` must be a keras.Model (or a tf_keras model). Received: {type(model).__name__}")
     if not model.built or not model.inputs:
         raise ValueError(
             f"Model {model.name!r} has no defined inputs; export a functional model or call it once on data first."
@@ -34,7 +52,7 @@ def _validate(model, quantize, representative_data):
         quantize = None
     if quantize not in QUANTIZE:
         raise ValueError(f"`quantize` must be one of {list(QUANTIZE)} (or 'none'). Received: quantize={quantize!r}")
-    if quantize == "int8" and representative_data is None:
+    if quantize == "int8" and representative_data is None and not is_quantization_aware(model):
         raise ValueError(
             "quantize='int8' calibrates activation ranges and needs `representative_data`: "
             "a few hundred training inputs (an array, or a tf.data.Dataset of inputs or (inputs, labels))."
@@ -66,29 +84,53 @@ def _is_batched(dataset, expected):
     return spec.shape.rank == len(expected) + 1
 
 
-def converter_for(model, quantize=None, representative_data=None, num_calibration_samples=200, int8_io=False):
+def converter_for(
+    model,
+    quantize=None,
+    representative_data=None,
+    num_calibration_samples=200,
+    int8_io=False,
+    allow_float_fallback=False,
+):
     """A configured `tf.lite.TFLiteConverter` for `model` (see `to_tflite`)."""
     quantize = _validate(model, quantize, representative_data)
-    saved_model = tempfile.mkdtemp(prefix="keras_kd_export_")
-    model.export(saved_model, format="tf_saved_model", verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    if _is_tf_keras(model):
+        # tf_keras models (quantization-/pruning-aware students) convert directly.
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    else:
+        saved_model = tempfile.mkdtemp(prefix="keras_kd_export_")
+        model.export(saved_model, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
     if quantize is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
-        samples = list(_representative_batches(model, representative_data, num_calibration_samples))
-        if not samples:
-            raise ValueError("`representative_data` is empty; int8 calibration needs at least one input.")
-        converter.representative_dataset = lambda: iter(samples)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if representative_data is not None:
+            samples = list(_representative_batches(model, representative_data, num_calibration_samples))
+            if not samples:
+                raise ValueError("`representative_data` is empty; int8 calibration needs at least one input.")
+            converter.representative_dataset = lambda: iter(samples)
+            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if allow_float_fallback:
+                ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)  # ops without int8 kernels stay float
+            converter.target_spec.supported_ops = ops
+        # else: a quantization-aware model; its fake-quant ranges make the ops int8.
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     return converter
 
 
-def to_tflite(model, path, quantize=None, representative_data=None, num_calibration_samples=200, int8_io=False):
+def to_tflite(
+    model,
+    path,
+    quantize=None,
+    representative_data=None,
+    num_calibration_samples=200,
+    int8_io=False,
+    allow_float_fallback=False,
+):
     """Converts `model` to a TFLite flatbuffer at `path`; returns the path.
 
     Args:
@@ -103,14 +145,37 @@ def to_tflite(model, path, quantize=None, representative_data=None, num_calibrat
         num_calibration_samples: how many examples calibrate int8.
         int8_io: with "int8", make the file's input and output int8 too
             (for integer-only accelerators); otherwise they stay float32.
+        allow_float_fallback: with "int8", let ops that have no int8 kernel
+            run in float instead of failing the conversion.
+
+    A quantization-aware student (`keras_kd.optimization`) converts to int8
+    from its own fake-quant ranges; `representative_data` is optional there.
     """
-    converter = converter_for(model, quantize, representative_data, num_calibration_samples, int8_io)
+    converter = converter_for(
+        model, quantize, representative_data, num_calibration_samples, int8_io, allow_float_fallback
+    )
     try:
         flatbuffer = converter.convert()
     except Exception as error:  # the converter raises several private types
         layers = ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in model.layers)
+        # The converter locates ops as ".../<layer name>_<n>/<op>"; name the layers it points at.
+        culprits = [
+            f"{layer.name} ({type(layer).__name__})"
+            for layer in model.layers
+            if re.search(rf"/{re.escape(layer.name)}(_\d+)?/", str(error))
+        ]
+        if culprits:
+            layers = f"the failing op is in layer {', '.join(culprits)}"
+        else:
+            layers = f"model layers: {layers}"
+        hint = ""
+        if quantize == "int8" and not allow_float_fallback:
+            hint = (
+                "\nSome op may have no int8 kernel: pass allow_float_fallback=True to keep such ops in float, "
+                "or replace the layer."
+            )
         raise RuntimeError(
-            f"TFLite conversion of model {model.name!r} failed: {error}\nModel layers: {layers}"
+            f"TFLite conversion of model {model.name!r} failed ({layers}): {error}{hint}"
         ) from error
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,3 +241,56 @@ def evaluate_tflite(path, data, batch_size=256):
     x, y = _as_arrays(data)
     predictions = predict_tflite(path, x, batch_size)
     return float(np.mean(np.argmax(predictions, axis=-1) == y.reshape(-1)))
+
+
+def _saved_size(model):
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.keras")
+        model.save(path)
+        return os.path.getsize(path)
+
+
+def _median_latency_ms(run, repeats):
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - start)
+    return 1000 * float(np.median(timings))
+
+
+def compare(keras_model, tflite_path, data, repeats=50, batch_size=256):
+    """Compares a Keras model with its TFLite file on `data` ((x, y) arrays
+    or a batched dataset of (inputs, labels)).
+
+    Returns a dict: `keras_bytes` (the `.keras` file) and `tflite_bytes`,
+    `keras_accuracy` and `tflite_accuracy`, `max_abs_difference` (largest
+    difference between the two models' outputs over the data) and the
+    single-image latencies `keras_latency_ms` (a compiled call) and
+    `tflite_latency_ms` (one `invoke` of the LiteRT interpreter), each the
+    median of `repeats` runs after one warm-up.
+    """
+    x, y = _as_arrays(data)
+    expected = keras_model.predict(x, batch_size=batch_size, verbose=0)
+    actual = predict_tflite(tflite_path, x, batch_size)
+    labels = y.reshape(-1)
+    image = x[:1].astype("float32")
+
+    runner = interpreter(tflite_path)
+    input_detail = runner.get_input_details()[0]
+    runner.resize_tensor_input(input_detail["index"], image.shape)
+    runner.allocate_tensors()
+    runner.set_tensor(input_detail["index"], _quantize(image, input_detail))
+    runner.invoke()
+
+    forward = tf.function(lambda inputs: keras_model(inputs, training=False))
+    forward(image)
+    return {
+        "keras_bytes": _saved_size(keras_model),
+        "tflite_bytes": os.path.getsize(tflite_path),
+        "keras_accuracy": float(np.mean(np.argmax(expected, -1) == labels)),
+        "tflite_accuracy": float(np.mean(np.argmax(actual, -1) == labels)),
+        "max_abs_difference": float(np.max(np.abs(actual - expected))),
+        "keras_latency_ms": _median_latency_ms(lambda: np.asarray(forward(image)), repeats),
+        "tflite_latency_ms": _median_latency_ms(runner.invoke, repeats),
+    }

@@ -86,3 +86,75 @@ def test_bad_requests_fail_before_conversion(student_and_data, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.tflite"):
         export.evaluate_tflite(tmp_path / "nothing.tflite", (x, x))
     assert not (tmp_path / "a.tflite").exists()
+
+
+def test_compare_reports_size_accuracy_difference_and_latency(student_and_data, tmp_path):
+    student, x, y = student_and_data
+    path = export.to_tflite(student, tmp_path / "s.tflite", quantize="int8", representative_data=x)
+    report = export.compare(student, path, (x, y), repeats=5)
+    assert report["tflite_bytes"] == (tmp_path / "s.tflite").stat().st_size
+    assert report["keras_bytes"] > report["tflite_bytes"]
+    expected = student.predict(x, verbose=0)
+    assert report["keras_accuracy"] == float(np.mean(np.argmax(expected, -1) == y))
+    assert report["tflite_accuracy"] == export.evaluate_tflite(path, (x, y))
+    assert report["max_abs_difference"] == pytest.approx(
+        float(np.max(np.abs(export.predict_tflite(path, x) - expected)))
+    )
+    assert 0 < report["max_abs_difference"] < 1.0
+    assert report["tflite_latency_ms"] > 0 and report["keras_latency_ms"] > 0
+
+
+def test_converter_error_names_the_layer(tmp_path):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tests")
+    class NumpyBridge(keras.layers.Layer):
+        def call(self, x):
+            y = tf.numpy_function(lambda a: a * 2, [x], tf.float32)
+            y.set_shape(x.shape)
+            return y
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(NumpyBridge(name="numpy_bridge")(inputs)))
+    with pytest.raises(RuntimeError, match=r"failing op is in layer numpy_bridge \(NumpyBridge\).*PyFunc"):
+        export.to_tflite(model, tmp_path / "bad.tflite")
+
+
+def test_export_best_callback_exports_the_best_epoch(digits, tmp_path):
+    import keras
+
+    import keras_kd
+    from keras_kd.callbacks import ExportBestTFLite
+
+    x, y = digits
+    x = x.reshape(-1, 8, 8, 1)
+    teacher = models.get("cnn_tiny", (8, 8, 1), 10, name="teacher")
+    student = models.get("cnn_tiny", (8, 8, 1), 10)
+    distiller = keras_kd.Distiller(teacher, student, [keras_kd.losses.KDLoss()])
+    distiller.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = ExportBestTFLite(tmp_path / "best.tflite", monitor="val_student_loss")
+    snapshots = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: snapshots.append(student.get_weights()))
+    history = distiller.fit(
+        x[:300], y[:300], epochs=4, validation_data=(x[300:500], y[300:500]), callbacks=[callback, record], verbose=0
+    )
+    losses = history.history["val_student_loss"]
+    best = int(np.argmin(losses))
+    assert callback.best_epoch == best + 1 and callback.best == pytest.approx(losses[best])
+    final = student.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(final, snapshots[-1]))  # final weights kept
+    student.set_weights(snapshots[best])
+    np.testing.assert_allclose(
+        export.predict_tflite(tmp_path / "best.tflite", x[:16]), student.predict(x[:16], verbose=0), atol=1e-4
+    )
+    config = callback.get_config()
+    assert ExportBestTFLite.from_config(config).get_config() == config
+
+
+def test_export_best_callback_validates(tmp_path):
+    from keras_kd.callbacks import ExportBestTFLite
+
+    with pytest.raises(ValueError, match="mode"):
+        ExportBestTFLite(tmp_path / "a.tflite", mode="up")
+    with pytest.raises(ValueError, match="representative_data"):
+        ExportBestTFLite(tmp_path / "a.tflite", quantize="int8")
