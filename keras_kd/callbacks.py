@@ -147,3 +147,189 @@ class ExportBestTFLite(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+SCHEDULES = ("constant", "step", "linear", "cosine", "exponential")
+
+
+def schedule_value(schedule, epoch, start, end=None, epochs=None, step_size=None, gamma=None):
+    """The value of a named schedule (or a callable of the epoch) at `epoch` (0-based).
+
+    - "constant": `start`.
+    - "step": `start * gamma ** (epoch // step_size)`.
+    - "linear": from `start` at epoch 0 to `end` at epoch `epochs - 1`, then `end`.
+    - "cosine": `end + (start - end) * (1 + cos(pi * progress)) / 2`, same progress.
+    - "exponential": `start * gamma ** epoch`, bounded by `end` if given.
+    """
+    if callable(schedule):
+        return float(schedule(epoch))
+    if schedule == "constant":
+        return float(start)
+    if schedule == "step":
+        return float(start * gamma ** (epoch // step_size))
+    if schedule == "exponential":
+        value = start * gamma**epoch
+        if end is not None:
+            value = max(value, end) if gamma < 1 else min(value, end)
+        return float(value)
+    progress = min(epoch / max(epochs - 1, 1), 1.0)
+    if schedule == "linear":
+        return float(start + (end - start) * progress)
+    return float(end + (start - end) * (1 + math.cos(math.pi * progress)) / 2)
+
+
+def _validate_schedule(schedule, start, end, epochs, step_size, gamma):
+    if callable(schedule):
+        return
+    if schedule not in SCHEDULES:
+        raise ValueError(f"`schedule` must be one of {list(SCHEDULES)} or a callable of the epoch. Received: {schedule!r}")
+    if not isinstance(start, (int, float)):
+        raise ValueError(f"`start` must be a number. Received: start={start!r}")
+    if schedule in ("linear", "cosine"):
+        if end is None or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(
+                f"schedule={schedule!r} needs `end` and a positive integer `epochs`. Received: end={end!r}, "
+                f"epochs={epochs!r}"
+            )
+    if schedule == "step" and (not isinstance(step_size, int) or step_size < 1 or gamma is None):
+        raise ValueError(
+            f"schedule='step' needs a positive integer `step_size` and `gamma`. Received: step_size={step_size!r}, "
+            f"gamma={gamma!r}"
+        )
+    if schedule == "exponential" and (gamma is None or gamma <= 0):
+        raise ValueError(f"schedule='exponential' needs `gamma > 0`. Received: gamma={gamma!r}")
+
+
+class _VariableScheduler(keras.callbacks.Callback):
+    """Assigns a schedule's value to Distiller variables at each epoch start."""
+
+    log_name = None
+
+    def __init__(self, schedule="constant", start=None, end=None, epochs=None, step_size=None, gamma=None):
+        super().__init__()
+        _validate_schedule(schedule, start if start is not None else 0.0, end, epochs, step_size, gamma)
+        self.schedule, self.start, self.end = schedule, start, end
+        self.epochs, self.step_size, self.gamma = epochs, step_size, gamma
+        self.value = None
+
+    def variables(self):
+        raise NotImplementedError
+
+    def value_at(self, epoch):
+        return schedule_value(self.schedule, epoch, self.start, self.end, self.epochs, self.step_size, self.gamma)
+
+    def on_train_begin(self, logs=None):
+        self.variables()  # fail before the first step if the model lacks them
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.value = self.value_at(epoch)
+        if not math.isfinite(self.value) or self.value < 0:
+            raise ValueError(f"{type(self).__name__} gave {self.value} at epoch {epoch + 1}; expected >= 0.")
+        for variable in self.variables():
+            variable.assign(self.value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.log_name] = self.value
+
+    def get_config(self):
+        if callable(self.schedule):
+            raise ValueError(f"{type(self).__name__} with a callable schedule cannot be serialized.")
+        return {
+            "schedule": self.schedule,
+            "start": self.start,
+            "end": self.end,
+            "epochs": self.epochs,
+            "step_size": self.step_size,
+            "gamma": self.gamma,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class TemperatureScheduler(_VariableScheduler):
+    """Schedules the softmax temperature of a Distiller's KD, DKD and DIST
+    terms, per epoch, and logs it as `temperature`.
+
+    The Distiller keeps each temperature in a variable, so the step is not
+    re-traced when it changes.
+
+        keras_kd.callbacks.TemperatureScheduler("linear", start=8.0, end=2.0, epochs=30)
+        keras_kd.callbacks.TemperatureScheduler(lambda epoch: 4.0 if epoch < 10 else 2.0)
+
+    Args:
+        schedule: "constant", "step", "linear", "cosine", "exponential" or a
+            callable of the (0-based) epoch (see `schedule_value`).
+        start, end, epochs, step_size, gamma: the schedule's constants.
+        terms: names of the terms to schedule; None for every term with a
+            temperature.
+    """
+
+    log_name = "temperature"
+
+    def __init__(self, schedule="constant", start=4.0, end=None, epochs=None, step_size=None, gamma=None, terms=None):
+        super().__init__(schedule, start, end, epochs, step_size, gamma)
+        self.terms = None if terms is None else [terms] if isinstance(terms, str) else list(terms)
+
+    def value_at(self, epoch):
+        value = super().value_at(epoch)
+        if value <= 0:
+            raise ValueError(f"TemperatureScheduler gave temperature {value} at epoch {epoch + 1}; it must be > 0.")
+        return value
+
+    def variables(self):
+        temperatures = getattr(self.model, "temperatures", None)
+        if not temperatures:
+            raise ValueError(
+                "TemperatureScheduler needs a keras_kd.Distiller with a temperature term (KD, DKD or DIST)."
+            )
+        names = self.terms if self.terms is not None else list(temperatures)
+        unknown = [name for name in names if name not in temperatures]
+        if unknown:
+            raise ValueError(f"No temperature term named {unknown}. Terms with a temperature: {list(temperatures)}")
+        return [temperatures[name] for name in names]
+
+    def get_config(self):
+        return {**super().get_config(), "terms": self.terms}
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class WeightScheduler(_VariableScheduler):
+    """Schedules one term's weight (or the supervised loss weight with
+    `term="student_loss"`) per epoch, e.g. a warm-up of a feature term, and
+    logs it as `<term>_weight`. The weights are variables, so the step is not
+    re-traced.
+
+        keras_kd.callbacks.WeightScheduler("dkd_loss", "linear", start=0.0, end=1.0, epochs=20)
+
+    Args:
+        term: a term name of the Distiller (`distiller.term_weights`) or
+            "student_loss".
+        schedule, start, end, epochs, step_size, gamma: as in
+            `TemperatureScheduler` (`start` defaults to 0).
+    """
+
+    def __init__(self, term, schedule="linear", start=0.0, end=None, epochs=None, step_size=None, gamma=None):
+        super().__init__(schedule, start, end, epochs, step_size, gamma)
+        if not isinstance(term, str):
+            raise ValueError(f"`term` must be a term name or 'student_loss'. Received: term={term!r}")
+        self.term = term
+        self.log_name = f"{term}_weight"
+
+    def variables(self):
+        if self.term == "student_loss":
+            variable = getattr(self.model, "student_loss_weight_variable", None)
+            if variable is None:
+                raise ValueError("WeightScheduler needs a keras_kd.Distiller.")
+            return [variable]
+        weights = getattr(self.model, "term_weights", None)
+        if weights is None or self.term not in weights:
+            available = ["student_loss", *(weights or {})]
+            raise ValueError(f"No term named {self.term!r} to schedule. Available: {available}")
+        return [weights[self.term]]
+
+    def get_config(self):
+        return {"term": self.term, **super().get_config()}

@@ -182,6 +182,16 @@ class Distiller(keras.Model):
         self.student_loss_weight_variable = keras.Variable(
             self.student_loss_weight, trainable=False, name="student_loss_weight"
         )
+        # Softmax temperatures too (KD, DKD, DIST): a TemperatureScheduler assigns them.
+        self.temperatures = {}
+        for term in self.terms:
+            if not getattr(term.loss, "schedulable_temperature", False):
+                continue
+            if not isinstance(term.loss.temperature, keras.Variable):
+                term.loss.temperature = keras.Variable(
+                    float(term.loss.temperature), trainable=False, name=f"{term.name}_temperature"
+                )
+            self.temperatures[term.name] = term.loss.temperature
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.term_trackers = {term.name: keras.metrics.Mean(name=term.name) for term in self.terms}
         self.built = True

@@ -50,6 +50,7 @@ class DistillationLoss(keras.losses.Loss):
 
     per_sample = True
     requires_labels = False
+    schedulable_temperature = False  # True: `temperature` may be a keras.Variable
     num_maps = 1
 
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype="float32"):

@@ -66,6 +66,8 @@ class DISTLoss(DistillationLoss):
             `keras.Variable` (for a `TemperatureScheduler`).
     """
 
+    schedulable_temperature = True  # the Distiller keeps T in a variable for schedules
+
     per_sample = False
 
     def __init__(self, beta=1.0, gamma=1.0, temperature=1.0, name=None, **kwargs):

@@ -67,6 +67,8 @@ class DKDLoss(DistillationLoss):
             `keras.Variable` (for a `TemperatureScheduler`).
     """
 
+    schedulable_temperature = True  # the Distiller keeps T in a variable for schedules
+
     requires_labels = True
 
     def __init__(self, alpha=1.0, beta=8.0, temperature=4.0, name=None, **kwargs):

@@ -28,6 +28,8 @@ class KDLoss(DistillationLoss):
             back into logits with `log` first.
     """
 
+    schedulable_temperature = True  # the Distiller keeps T in a variable for schedules
+
     def __init__(self, temperature=4.0, from_logits=True, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
         if not isinstance(temperature, keras.Variable):
