@@ -177,10 +177,38 @@ def to_tflite(
         raise RuntimeError(
             f"TFLite conversion of model {model.name!r} failed ({layers}): {error}{hint}"
         ) from error
+    if quantize in ("int8",) and not allow_float_fallback:
+        leftovers = float_ops(flatbuffer, model)
+        if leftovers:
+            raise ValueError(
+                f"int8 conversion of model {model.name!r} left ops in float: {', '.join(leftovers)}. These ops "
+                "have no int8 kernel; pass allow_float_fallback=True to accept a mixed int8/float model, or "
+                "replace those layers."
+            )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)
     return str(path)
+
+
+def float_ops(flatbuffer, model=None):
+    """The ops of a converted model that compute in float, other than the
+    (de)quantization at its edges, as "OP (in layer L)" strings."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=flatbuffer)
+    tensors = {detail["index"]: detail for detail in runner.get_tensor_details()}
+    layer_names = [layer.name for layer in model.layers] if model is not None else []
+    found = []
+    for op in runner._get_ops_details():
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE", "DELEGATE"):
+            continue
+        outputs = [tensors[index] for index in op["outputs"] if index >= 0]
+        if any(output["dtype"] == np.float32 for output in outputs):
+            names = " ".join(output["name"] for output in outputs)
+            layers = [name for name in layer_names if re.search(rf"/{re.escape(name)}(_\d+)?/", names)]
+            found.append(f"{op['op_name']}" + (f" (in layer {', '.join(layers)})" if layers else ""))
+    return found
 
 
 def interpreter(path, num_threads=None):

@@ -158,3 +158,19 @@ def test_export_best_callback_validates(tmp_path):
         ExportBestTFLite(tmp_path / "a.tflite", mode="up")
     with pytest.raises(ValueError, match="representative_data"):
         ExportBestTFLite(tmp_path / "a.tflite", quantize="int8")
+
+
+def test_int8_with_float_only_ops_needs_explicit_fallback(tmp_path):
+    import keras
+
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Lambda(keras.ops.sin, name="sine")(keras.layers.Dense(8)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    x = np.random.default_rng(0).random((64, 8), dtype="float32")
+    with pytest.raises(ValueError, match=r"left ops in float: SIN \(in layer sine\).*allow_float_fallback=True"):
+        export.to_tflite(model, tmp_path / "strict.tflite", quantize="int8", representative_data=x)
+    assert not (tmp_path / "strict.tflite").exists()
+    path = export.to_tflite(
+        model, tmp_path / "mixed.tflite", quantize="int8", representative_data=x, allow_float_fallback=True
+    )
+    np.testing.assert_allclose(export.predict_tflite(path, x), model.predict(x, verbose=0), atol=0.1)
