@@ -285,11 +285,20 @@ class Distiller(keras.Model):
             return self.get_metrics_result()
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
+    def transfer_batch(self, x, y, sample_weight):
+        """The batch the step distills on. Identity here; schemes that add
+        samples to the transfer set (e.g. boundary-supporting samples)
+        override it. Runs inside the compiled step."""
+        return x, y, sample_weight
+
+    def frozen_teacher_features(self, x):
+        """The teacher features of a training batch: inference mode, no
+        gradient. Schemes that reuse teacher outputs override it."""
+        return tf.nest.map_structure(tf.stop_gradient, self._teacher_features(x, training=False))
+
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_features = tf.nest.map_structure(
-            tf.stop_gradient, self._teacher_features(x, training=False)
-        )
+        x, y, sample_weight = self.transfer_batch(*keras.utils.unpack_x_y_sample_weight(data))
+        teacher_features = self.frozen_teacher_features(x)
         with tf.GradientTape() as tape:
             student_features = self._student_features(x, training=True)
             values, total = self.compute_losses(
