@@ -107,13 +107,21 @@ class Distiller(keras.Model):
     weights of learnable losses live in the Distiller only.
 
     Args:
-        teacher: a built `keras.Model`. It is frozen (`trainable = False`).
+        teacher: a built `keras.Model`, frozen (`trainable = False`); or
+            several, as a list (keyed "teacher1", "teacher2", ...) or a dict
+            of models. Each runs once per step; a term reads one teacher
+            (`Term(teacher=key)`) or, for output terms, the ensemble.
         student: a built `keras.Model` to train.
         terms: a list of `keras_kd.Term`, or of bare losses (which compare
             the models' outputs).
         student_loss_weight: weight of the loss given to `compile(loss=...)`.
         stop_on_nan: stop `fit` with an error naming the term whose value
             became NaN or Inf.
+        teacher_weights: with several teachers, the weight of each in the
+            ensemble (a list in teacher order or a dict); uniform if None.
+            An output term without `teacher=` compares the student with
+            `ensemble_logits`: logits whose softmax at the term's temperature
+            is the weighted average of the teachers' softened outputs.
 
     Example:
 
@@ -139,6 +147,7 @@ class Distiller(keras.Model):
         terms=(),
         student_loss_weight=1.0,
         stop_on_nan=True,
+        teacher_weights=None,
         name="distiller",
         **kwargs,
     ):
@@ -147,7 +156,8 @@ class Distiller(keras.Model):
             # does for a mixed_float16 model.
             kwargs.setdefault("dtype", student.dtype_policy)
         super().__init__(name=name, **kwargs)
-        for role, model in (("teacher", teacher), ("student", student)):
+        self.teachers = _as_teachers(teacher)
+        for role, model in [*((f"teacher {key!r}", t) for key, t in self.teachers.items()), ("student", student)]:
             if not isinstance(model, keras.Model):
                 raise ValueError(f"`{role}` must be a keras.Model. Received: {role}={model!r}")
             if not model.built:
@@ -155,20 +165,37 @@ class Distiller(keras.Model):
                     f"The {role} '{model.name}' is not built. Create it with "
                     "keras.Input or call it on a batch before distilling."
                 )
-        if teacher is student:
-            raise ValueError("`teacher` and `student` must be different models.")
+            if model is student and role != "student":
+                raise ValueError("`teacher` and `student` must be different models.")
         self.teacher = teacher
         self.student = student
-        self.teacher.trainable = False
+        for model in self.teachers.values():
+            model.trainable = False
+        self.teacher_weights = _teacher_weights(teacher_weights, self.teachers)
         self.terms = _unique_names([t if isinstance(t, Term) else Term(t) for t in _as_list(terms)])
+        for term in self.terms:
+            if term.teacher is not None and term.teacher not in self.teachers:
+                raise ValueError(
+                    f"Term '{term.name}' reads teacher {term.teacher!r}; the teachers are {list(self.teachers)}."
+                )
+            if term.teacher is None and len(self.teachers) > 1 and term.teacher_layer is not None:
+                raise ValueError(
+                    f"Term '{term.name}' compares teacher layer {term.teacher_layer!r}: with several teachers, "
+                    f"name the teacher (Term(..., teacher=...), one of {list(self.teachers)})."
+                )
         self.student_loss_weight = validate_positive(
             "student_loss_weight", student_loss_weight, allow_zero=True
         )
         self.stop_on_nan = bool(stop_on_nan)
 
-        teacher_keys = {k for term in self.terms for k in _keys(term.teacher_layer)}
+        teacher_keys = {key: set() for key in self.teachers}
+        for term in self.terms:
+            for key in [term.teacher] if term.teacher is not None else self.teachers:
+                teacher_keys[key] |= set(_keys(term.teacher_layer))
         student_keys = {OUTPUT} | {k for term in self.terms for k in _keys(term.student_layer)}
-        self._teacher_features = _Extractor(teacher, sorted(teacher_keys), "teacher")
+        self._teacher_extractors = {
+            key: _Extractor(model, sorted(teacher_keys[key]), "teacher") for key, model in self.teachers.items()
+        }
         self._student_features = _Extractor(student, sorted(student_keys), "student")
 
         self.connectors = {}
@@ -196,12 +223,26 @@ class Distiller(keras.Model):
         self.term_trackers = {term.name: keras.metrics.Mean(name=term.name) for term in self.terms}
         self.built = True
 
+    def _teacher_features(self, x, training=False):
+        """{teacher key: {feature key: tensor}}, each teacher run once."""
+        return {key: extractor(x, training=training) for key, extractor in self._teacher_extractors.items()}
+
+    def _teacher_feature(self, features, term):
+        """What `term` compares on the teacher side: one teacher's feature,
+        or, for an output term over several teachers, their ensemble."""
+        if term.teacher is not None or len(self.teachers) == 1:
+            return _gather(features[term.teacher or next(iter(self.teachers))], term.teacher_layer)
+        temperature = getattr(term.loss, "temperature", 1.0)
+        return ensemble_logits(
+            [features[key][OUTPUT] for key in self.teachers], list(self.teacher_weights.values()), temperature
+        )
+
     def _build_terms(self):
         """Create connectors and loss state, and check every term's shapes."""
-        teacher_shapes = self._teacher_features.shapes
+        teacher_shapes = {key: extractor.shapes for key, extractor in self._teacher_extractors.items()}
         student_shapes = self._student_features.shapes
         for term in self.terms:
-            teacher_shape = _gather(teacher_shapes, term.teacher_layer)
+            teacher_shape = _gather(teacher_shapes[term.teacher or next(iter(self.teachers))], term.teacher_layer)
             student_shape = _gather(student_shapes, term.student_layer)
             if term.connector is not None:
                 connector = make_connector(
@@ -228,9 +269,11 @@ class Distiller(keras.Model):
 
     def teacher_features(self, x):
         """The teacher features the terms read, `{layer name: tensor}` (the
-        output under "__output__"), computed in inference mode. Useful for
+        output under "__output__"), computed in inference mode; with several
+        teachers, `{teacher key: {layer name: tensor}}`. Useful for
         pre-training stages such as factor transfer's paraphraser."""
-        return self._teacher_features(x, training=False)
+        features = self._teacher_features(x, training=False)
+        return next(iter(features.values())) if len(features) == 1 else features
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
@@ -257,7 +300,7 @@ class Distiller(keras.Model):
         values = {"student_loss": tf.cast(student_loss, "float32")}
         total = self.student_loss_weight_variable * values["student_loss"]
         for term in self.terms:
-            teacher = _gather(teacher_features, term.teacher_layer)
+            teacher = self._teacher_feature(teacher_features, term)
             student = _gather(student_features, term.student_layer)
             if term.name in self.connectors:
                 student = self.connectors[term.name](student, training=training)
@@ -322,20 +365,80 @@ class Distiller(keras.Model):
     def get_config(self):
         return {
             "name": self.name,
-            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "teacher": _serialize_teacher(self.teacher),
             "student": keras.saving.serialize_keras_object(self.student),
             "terms": [keras.saving.serialize_keras_object(term) for term in self.terms],
             "student_loss_weight": self.student_loss_weight,
             "stop_on_nan": self.stop_on_nan,
+            "teacher_weights": self.teacher_weights if len(self.teachers) > 1 else None,
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("teacher", "student"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+        config["teacher"] = _deserialize_teacher(config["teacher"])
+        config["student"] = keras.saving.deserialize_keras_object(config["student"])
         config["terms"] = [keras.saving.deserialize_keras_object(t) for t in config["terms"]]
         return cls(**config)
+
+
+def _as_teachers(teacher):
+    """{key: model}: one model is {"teacher": model}; a list is keyed
+    teacher1, teacher2, ...; a dict keeps its keys."""
+    if isinstance(teacher, dict):
+        if not teacher or not all(isinstance(key, str) and key for key in teacher):
+            raise ValueError(f"A dict of teachers needs non-empty string keys. Received: {list(teacher)}")
+        return dict(teacher)
+    if isinstance(teacher, (list, tuple)):
+        if not teacher:
+            raise ValueError("`teacher` is an empty list; give at least one model.")
+        return {f"teacher{i + 1}": model for i, model in enumerate(teacher)}
+    return {"teacher": teacher}
+
+
+def _teacher_weights(weights, teachers):
+    """Ensemble weights per teacher, normalised to sum to one (uniform by default)."""
+    if weights is None:
+        return {key: 1.0 / len(teachers) for key in teachers}
+    if isinstance(weights, dict):
+        if set(weights) != set(teachers):
+            raise ValueError(f"`teacher_weights` keys {sorted(weights)} must be the teachers {sorted(teachers)}.")
+        weights = [weights[key] for key in teachers]
+    weights = [float(w) for w in weights]
+    if len(weights) != len(teachers) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(
+            f"`teacher_weights` must give one non-negative weight per teacher ({len(teachers)}), not all zero. "
+            f"Received: {weights}"
+        )
+    return {key: w / sum(weights) for key, w in zip(teachers, weights)}
+
+
+def ensemble_logits(logits, weights, temperature=1.0):
+    """Logits whose softmax at `temperature` is the weighted average of the
+    teachers' softened outputs: `T * log(sum_i w_i softmax(z_i / T))`
+    (Hinton et al. 2015 average the soft targets of an ensemble)."""
+    temperature = tf.cast(temperature, "float32")
+    log_probabilities = tf.stack(
+        [tf.nn.log_softmax(tf.cast(z, "float32") / temperature, axis=-1) for z in logits], axis=0
+    )
+    log_weights = tf.reshape(tf.math.log(tf.constant(weights, "float32")), [-1] + [1] * (log_probabilities.shape.rank - 1))
+    return temperature * tf.reduce_logsumexp(log_probabilities + log_weights, axis=0)
+
+
+def _serialize_teacher(teacher):
+    if isinstance(teacher, dict):
+        return {"teachers": {key: keras.saving.serialize_keras_object(t) for key, t in teacher.items()}}
+    if isinstance(teacher, (list, tuple)):
+        return {"teacher_list": [keras.saving.serialize_keras_object(t) for t in teacher]}
+    return keras.saving.serialize_keras_object(teacher)
+
+
+def _deserialize_teacher(config):
+    if "teachers" in config:
+        return {key: keras.saving.deserialize_keras_object(t) for key, t in config["teachers"].items()}
+    if "teacher_list" in config:
+        return [keras.saving.deserialize_keras_object(t) for t in config["teacher_list"]]
+    return keras.saving.deserialize_keras_object(config)
 
 
 def _as_list(terms):

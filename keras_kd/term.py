@@ -35,6 +35,10 @@ class Term:
             reach the teacher's shape. It trains with the student.
         name: the key the term is logged under. Defaults to the loss's name;
             the Distiller makes repeated names unique (`kd_loss_1`, ...).
+        teacher: with several teachers (`Distiller(teacher={"a": ..., "b": ...})`
+            or a list, keyed "teacher1", ...), the one this term reads. None:
+            the only teacher, or for an output term the weighted ensemble of
+            all teachers' softened outputs.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class Term:
         weight=1.0,
         connector=None,
         name=None,
+        teacher=None,
     ):
         if not isinstance(loss, keras.losses.Loss):
             raise ValueError(
@@ -70,11 +75,15 @@ class Term:
         if name is not None and not (isinstance(name, str) and name):
             raise ValueError(f"`name` must be a non-empty string. Received: name={name!r}")
         self.name = name or loss.name
+        if teacher is not None and not (isinstance(teacher, str) and teacher):
+            raise ValueError(f"`teacher` must be None or a teacher's key. Received: teacher={teacher!r}")
+        self.teacher = teacher
 
     def __repr__(self):
         return (
             f"Term({type(self.loss).__name__}, teacher_layer={self.teacher_layer!r}, "
-            f"student_layer={self.student_layer!r}, weight={self.weight}, name={self.name!r})"
+            f"student_layer={self.student_layer!r}, weight={self.weight}, name={self.name!r}"
+            + (f", teacher={self.teacher!r})" if self.teacher else ")")
         )
 
     def get_config(self):
@@ -89,6 +98,7 @@ class Term:
             "weight": self.weight,
             "connector": connector,
             "name": self.name,
+            "teacher": self.teacher,
         }
 
     @classmethod

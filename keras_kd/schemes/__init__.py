@@ -1,0 +1,1 @@
+"""Training schemes beyond one teacher and one student."""
