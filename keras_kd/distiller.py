@@ -23,6 +23,7 @@ class _Extractor:
 
     def __init__(self, model, keys, role):
         self.model = model
+        self.role = role
         self.keys = tuple(keys)
         layer_names = [key for key in self.keys if key != OUTPUT]
         if not layer_names:
@@ -59,7 +60,22 @@ class _Extractor:
     def __call__(self, x, training):
         if self.graph is None:
             return {OUTPUT: self.model(x, training=training)}
-        return self.graph(x, training=training)
+        return self.graph(self.select_inputs(x), training=training)
+
+    def select_inputs(self, x):
+        """From a dict batch, the model's own inputs by name: a teacher may
+        read privileged features that the student never sees."""
+        if not isinstance(x, dict):
+            return x
+        names = [tensor.name for tensor in self.model.inputs]
+        missing = [name for name in names if name not in x]
+        if missing:
+            raise ValueError(
+                f"The {self.role} '{self.model.name}' takes inputs {names}, but the batch holds {sorted(x)} "
+                f"(missing {missing})."
+            )
+        selected = [x[name] for name in names]
+        return selected[0] if len(selected) == 1 else selected
 
 
 def _model_output(model):
@@ -276,7 +292,7 @@ class Distiller(keras.Model):
         return next(iter(features.values())) if len(features) == 1 else features
 
     def call(self, inputs, training=None):
-        return self.student(inputs, training=training)
+        return self.student(self._student_features.select_inputs(inputs), training=training)
 
     def fit(self, *args, callbacks=None, **kwargs):
         if self.compiled and not self.terms and self._compile_loss is None:

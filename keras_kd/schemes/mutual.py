@@ -199,13 +199,13 @@ def _output_shape(model):
 
 def _validate_peers(peers):
     if isinstance(peers, keras.Model) or not isinstance(peers, (list, tuple)):
-        raise ValueError(f"`peers` must be a list of keras.Model. Received: peers={peers!r}")
+        raise ValueError(f"`peers` must be a list of keras.Model. Received: peers={peers!r}")  # noqa: TRY004 (ValueError throughout, as in Distiller)
     peers = list(peers)
     if len(peers) < 2:
         raise ValueError(f"Mutual learning needs at least 2 peers. Received {len(peers)}: {peers!r}")
     for k, peer in enumerate(peers, start=1):
         if not isinstance(peer, keras.Model):
-            raise ValueError(f"Peer {k} must be a keras.Model. Received: {peer!r}")
+            raise ValueError(f"Peer {k} must be a keras.Model. Received: {peer!r}")  # noqa: TRY004 (ValueError throughout, as in Distiller)
         if not peer.built:
             raise ValueError(
                 f"Peer {k} ('{peer.name}') is not built. Create it with keras.Input or call it on a batch first."

@@ -278,7 +278,7 @@ class SelfDistillation(keras.Model):
 
 def _validate_model(model):
     if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a keras.Model. Received: model={model!r}")
+        raise ValueError(f"`model` must be a keras.Model. Received: model={model!r}")  # noqa: TRY004 (ValueError throughout, as in Distiller)
     if not model.built or not getattr(model, "inputs", None) or not getattr(model, "outputs", None):
         raise ValueError(
             f"The model '{model.name}' is not a built functional or Sequential model with known inputs, "

@@ -58,10 +58,6 @@ def test_each_peer_follows_the_gradient_of_its_own_loss_only(digits):
         z = first(x, training=True)
         own_loss = ce(y, z) + 3.0 * kd(target, z)
     expected = [w.numpy() - g.numpy() for w, g in zip(first.trainable_weights, tape.gradient(own_loss, first.trainable_weights))]
-    for layer in first.layers + second.layers:  # undo the moving statistics of the hand pass
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.moving_mean.assign(np.zeros(layer.moving_mean.shape))
-            layer.moving_variance.assign(np.ones(layer.moving_variance.shape))
     mutual.train_on_batch(x, y)
     for weight, value in zip(first.trainable_weights, expected):
         np.testing.assert_allclose(weight.numpy(), value, rtol=1e-4, atol=1e-6)
@@ -126,6 +122,7 @@ def test_fit_needs_labels_and_a_loss(digits):
     mutual.compile("sgd", sparse_ce())
     with pytest.raises(ValueError, match="the data has none"):
         mutual.fit(x[:32], epochs=1, verbose=0)
+    mutual = MutualLearning(peers(8, 4))
     mutual.compile("sgd")
     with pytest.raises(ValueError, match="pass `loss=` to compile"):
         mutual.fit(x[:32], y[:32], epochs=1, verbose=0)
