@@ -6,12 +6,15 @@ weights, with the same optimizer, epochs and batches.
 """
 
 import argparse
+import os
 import time
 
-import keras
-from digits_setup import accuracy, cnn, load
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_kd.schemes.mutual import MutualLearning
+import keras  # noqa: E402
+from digits_setup import accuracy, cnn, load  # noqa: E402
+
+from keras_kd.schemes.mutual import MutualLearning  # noqa: E402
 
 WIDTHS = (2, 4)  # the peers' first-stage channels; small, so both have room to improve
 

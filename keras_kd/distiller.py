@@ -59,13 +59,13 @@ class _Extractor:
 
     def __call__(self, x, training):
         if self.graph is None:
-            return {OUTPUT: self.model(x, training=training)}
+            return {OUTPUT: self.model(self.select_inputs(x), training=training)}
         return self.graph(self.select_inputs(x), training=training)
 
     def select_inputs(self, x):
         """From a dict batch, the model's own inputs by name: a teacher may
         read privileged features that the student never sees."""
-        if not isinstance(x, dict):
+        if not isinstance(x, dict) or not getattr(self.model, "inputs", None):
             return x
         names = [tensor.name for tensor in self.model.inputs]
         missing = [name for name in names if name not in x]
