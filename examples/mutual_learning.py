@@ -11,10 +11,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-from digits_setup import accuracy, cnn, load  # noqa: E402
+import keras
+from digits_setup import accuracy, cnn, load
 
-from keras_kd.schemes.mutual import MutualLearning  # noqa: E402
+from keras_kd.schemes.mutual import MutualLearning
 
 WIDTHS = (2, 4)  # the peers' first-stage channels; small, so both have room to improve
 
@@ -22,7 +22,7 @@ WIDTHS = (2, 4)  # the peers' first-stage channels; small, so both have room to 
 def main(epochs=30, seed=0, limit=None):
     x_train, x_test, y_train, y_test = load(seed, limit)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    fit = dict(epochs=epochs, batch_size=64, verbose=0)
+    fit = {"epochs": epochs, "batch_size": 64, "verbose": 0}
 
     keras.utils.set_random_seed(seed)
     peers = [cnn(width, f"peer{k}") for k, width in enumerate(WIDTHS, start=1)]

@@ -12,10 +12,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-from digits_setup import accuracy, cnn, load  # noqa: E402
+import keras
+from digits_setup import accuracy, cnn, load
 
-from keras_kd.schemes.self_distillation import SelfDistillation  # noqa: E402
+from keras_kd.schemes.self_distillation import SelfDistillation
 
 WIDTH = 4  # first-block channels, the students' width in the other digits examples
 
@@ -23,7 +23,7 @@ WIDTH = 4  # first-block channels, the students' width in the other digits examp
 def main(epochs=30, seed=0, limit=None):
     x_train, x_test, y_train, y_test = load(seed, limit)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    fit = dict(epochs=epochs, batch_size=64, verbose=0)
+    fit = {"epochs": epochs, "batch_size": 64, "verbose": 0}
 
     keras.utils.set_random_seed(seed)
     model = cnn(WIDTH, "cnn")

@@ -333,3 +333,80 @@ class WeightScheduler(_VariableScheduler):
 
     def get_config(self):
         return {"term": self.term, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class HintStage(keras.callbacks.Callback):
+    """Two-stage FitNets (Romero et al., "FitNets: Hints for Thin Deep Nets",
+    ICLR 2015) in one `fit`: for the first `epochs` epochs only the hint
+    terms train (the student up to its guided layer, and the connector,
+    the paper's regressor); then the hint terms are switched off and the
+    other terms and the supervised loss get their configured weights back
+    (the paper's second stage, KD on the whole student).
+
+    The weights are the Distiller's variables, so the switch does not
+    re-trace the step. Parts of the student that no hint term reaches get
+    zero gradients in stage one and do not move.
+
+    Args:
+        epochs: length of stage one (>= 1).
+        hint_terms: names of the hint terms; None takes every term that
+            compares layers (`teacher_layer` is not None).
+        keep_hints: keep the hint terms on in stage two.
+    """
+
+    def __init__(self, epochs, hint_terms=None, keep_hints=False):
+        super().__init__()
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"`epochs` must be a positive integer. Received: epochs={epochs!r}")
+        self.epochs = epochs
+        self.hint_terms = None if hint_terms is None else [hint_terms] if isinstance(hint_terms, str) else list(hint_terms)
+        self.keep_hints = bool(keep_hints)
+        self.stage = None
+        self._configured = None
+
+    def _hints(self):
+        terms = getattr(self.model, "terms", None)
+        if terms is None:
+            raise ValueError("HintStage needs a keras_kd.Distiller.")
+        names = [term.name for term in terms]
+        hints = self.hint_terms if self.hint_terms is not None else [t.name for t in terms if t.teacher_layer]
+        unknown = [name for name in hints if name not in names]
+        if unknown or not hints:
+            raise ValueError(f"HintStage found no hint terms {unknown or ''}; the Distiller's terms are {names}.")
+        return hints
+
+    def on_train_begin(self, logs=None):
+        hints = self._hints()
+        model = self.model
+        self._configured = {name: float(keras.ops.convert_to_numpy(v)) for name, v in model.term_weights.items()}
+        self._configured["student_loss"] = float(keras.ops.convert_to_numpy(model.student_loss_weight_variable))
+        self._variables = {**model.term_weights, "student_loss": model.student_loss_weight_variable}
+        self._hints_found = hints
+
+    def on_epoch_begin(self, epoch, logs=None):
+        stage = 1 if epoch < self.epochs else 2
+        if stage == self.stage:
+            return
+        self.stage = stage
+        for name, variable in self._variables.items():
+            is_hint = name in self._hints_found
+            if stage == 1:
+                variable.assign(self._configured[name] if is_hint else 0.0)
+            else:
+                variable.assign(0.0 if is_hint and not self.keep_hints else self._configured[name])
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["hint_stage"] = self.stage
+
+    def on_train_end(self, logs=None):
+        for name, variable in self._variables.items():  # leave the Distiller as configured
+            variable.assign(self._configured[name])
+
+    def get_config(self):
+        return {"epochs": self.epochs, "hint_terms": self.hint_terms, "keep_hints": self.keep_hints}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
