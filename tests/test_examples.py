@@ -29,3 +29,14 @@ def test_digits_main_job_prints_all_three(capsys):
     assert set(results) == {"teacher", "scratch student", "distilled student"}
     out = capsys.readouterr().out
     assert "distilled student" in out and "test accuracy" in out
+
+
+def test_unlabeled_transfer_example_runs():
+    results = importlib.import_module("unlabeled_transfer").main(epochs=1, limit=256, labels=50)
+    assert set(results) == {
+        "teacher (all labels)",
+        "labelled subset (50)",
+        "unlabelled transfer",
+        "synthetic transfer (mixup)",
+    }
+    assert all(0.0 <= acc <= 1.0 for acc in results.values())

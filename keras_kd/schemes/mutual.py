@@ -55,7 +55,7 @@ class MutualLearning(keras.Model):
     Example:
 
     ```python
-    mutual = keras_kd.schemes.mutual.MutualLearning([peer_a, peer_b])
+    mutual = MutualLearning([peer_a, peer_b])  # from keras_kd.schemes.mutual
     mutual.compile(optimizer="adam",
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                    metrics=["accuracy"])

@@ -59,11 +59,13 @@ class SelfDistillation(keras.Model):
     BN + ReLU per halving needed to reach the spatial size of the deepest
     feature map (the map the model pools into `F_C`), then global average
     pooling; for vector sections `(C,)` (MLPs): Dense(`width`) + BN + ReLU.
-    `width` is `head_width` or else the deepest map's channel count (for
-    MLPs, `F_C`'s width); when it differs from `F_C`'s width a linear Dense
-    projects the pooled vector to it. That vector is `F_i`; a Dense layer on
-    it gives `z_i`. These are simplified bottlenecks (plain convs where the
-    paper's code stacks separable convs), which keeps them small.
+    `width` is `head_width`, else the channel count (or units) of the
+    deepest `stage{i}` layer, else of the deepest feature map, else `F_C`'s
+    width; when it differs from `F_C`'s width a linear Dense projects the
+    pooled vector to it. That vector is `F_i`; a Dense layer on it gives
+    `z_i`. These are simplified bottlenecks, which keeps them small: plain
+    convs where the released code stacks separable convs, and no attention
+    module gating the sections (which that code adds).
 
     Constants: `alpha = 0.3` and `T = 3` are the released code's defaults
     (`loss_coefficient`, `temperature` in ArchipLab-LinfengZhang/
@@ -94,7 +96,7 @@ class SelfDistillation(keras.Model):
 
     ```python
     model = keras_kd.models.get("resnet20", (32, 32, 3), 100)
-    sd = keras_kd.schemes.self_distillation.SelfDistillation(model)
+    sd = SelfDistillation(model)  # from keras_kd.schemes.self_distillation
     sd.compile(optimizer="sgd",
                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                metrics=["accuracy"])
@@ -131,16 +133,20 @@ class SelfDistillation(keras.Model):
         self.sections = _validate_sections(model, sections)
 
         feature = _input_of(model.outputs[0])
-        if len(feature.shape) != 2:
+        if feature is None or len(feature.shape) != 2:
+            shape = None if feature is None else tuple(feature.shape)
             raise ValueError(
-                f"The output layer of '{model.name}' classifies a tensor of shape {tuple(feature.shape)}; "
-                "SelfDistillation needs it to classify a feature vector (batch, features), e.g. Dense "
-                "logits after global pooling."
+                f"The output layer of '{model.name}' classifies {shape or 'several tensors'}; SelfDistillation "
+                "needs it to classify one feature vector (batch, features), e.g. Dense logits after global "
+                "pooling."
             )
         feature_width = feature.shape[-1]
         deepest_map = _input_of(feature)
         if deepest_map is None or len(deepest_map.shape) != 4:
             deepest_map = None
+        stages = feature_layers(model)["stages"]
+        reference = model.get_layer(stages[-1]).output if stages else deepest_map
+        width = head_width or (reference.shape[-1] if reference is not None else feature_width)
         num_classes = model.outputs[0].shape[-1]
 
         self.model = model
@@ -148,7 +154,6 @@ class SelfDistillation(keras.Model):
         exits = {"logits": model.outputs[0], "feature": feature}
         for i, section in enumerate(self.sections, start=1):
             tensor = model.get_layer(section).output
-            width = head_width or (deepest_map.shape[-1] if deepest_map is not None else feature_width)
             head = _head(f"{name}_head{i}", tensor.shape, width, feature_width, num_classes, deepest_map)
             exits[f"head{i}_feature"], exits[f"head{i}_logits"] = head(tensor)
             heads.append(head)
