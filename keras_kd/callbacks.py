@@ -410,3 +410,72 @@ class HintStage(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class TeacherCache(keras.callbacks.Callback):
+    """Runs the teacher only in the first epoch of a `Distiller.fit`: its
+    outputs (and every feature the terms read) are stored by batch position
+    and replayed in the later epochs, so those cost about a plain
+    `student.fit`.
+
+    Only valid when every epoch yields the same batches in the same order:
+    `fit` refuses, before training, a `tf.data` pipeline with shuffling or
+    random ops (augmentation) and array inputs without `shuffle=False`. The
+    cache lives in memory (`steps x batch x features` float32 values, at
+    most `budget_bytes`) for one `fit` call.
+
+        distiller.fit(train_ds, epochs=30, callbacks=[keras_kd.callbacks.TeacherCache()])
+
+    Args:
+        budget_bytes: the most memory the cache may take.
+    """
+
+    def __init__(self, budget_bytes=2 << 30):
+        super().__init__()
+        if not isinstance(budget_bytes, int) or budget_bytes <= 0:
+            raise ValueError(f"`budget_bytes` must be a positive integer. Received: budget_bytes={budget_bytes!r}")
+        self.budget_bytes = budget_bytes
+        self.cache = None
+        self._distiller = None
+
+    def attach(self, distiller, x, fit_kwargs):
+        """Called by `Distiller.fit` before training: checks the data and
+        allocates the cache."""
+        from keras_kd import cache
+
+        if tf_replicas() > 1:
+            raise ValueError("TeacherCache runs on one device; it does not support distribution strategies.")
+        batch_size, steps = cache.check_deterministic(x, fit_kwargs)
+        shapes = {key: extractor.shapes for key, extractor in distiller._teacher_extractors.items()}
+        self.cache = cache.FeatureCache(shapes, batch_size, steps, self.budget_bytes)
+        self._distiller = distiller
+        distiller._teacher_cache = self.cache
+        distiller.train_function = None  # re-trace the step with the cache in it
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.cache is not None:
+            self.cache.start_epoch()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.cache is not None:
+            self.cache.end_epoch()
+
+    def on_train_end(self, logs=None):
+        if self._distiller is not None:
+            self._distiller._teacher_cache = None
+            self._distiller.train_function = None
+        self.cache, self._distiller = None, None
+
+    def get_config(self):
+        return {"budget_bytes": self.budget_bytes}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def tf_replicas():
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync

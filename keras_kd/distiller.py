@@ -6,7 +6,7 @@ import copy
 import keras
 import tensorflow as tf
 
-from keras_kd.callbacks import TerminateOnNonFiniteTerm
+from keras_kd.callbacks import TeacherCache, TerminateOnNonFiniteTerm
 from keras_kd.connectors import make_connector
 from keras_kd.losses.base import validate_positive
 from keras_kd.term import Term
@@ -301,6 +301,10 @@ class Distiller(keras.Model):
                 "no supervised `loss`. Give terms, a loss, or both."
             )
         callbacks = list(callbacks or [])
+        for callback in callbacks:
+            if isinstance(callback, TeacherCache):
+                x = args[0] if args else kwargs.get("x")
+                callback.attach(self, x, kwargs)
         if self.stop_on_nan:
             names = ["student_loss", *self.term_trackers]
             callbacks.append(TerminateOnNonFiniteTerm(names))
@@ -352,8 +356,13 @@ class Distiller(keras.Model):
 
     def frozen_teacher_features(self, x):
         """The teacher features of a training batch: inference mode, no
-        gradient. Schemes that reuse teacher outputs override it."""
-        return tf.nest.map_structure(tf.stop_gradient, self._teacher_features(x, training=False))
+        gradient; replayed from a `TeacherCache` after its first epoch."""
+
+        def compute():
+            return tf.nest.map_structure(tf.stop_gradient, self._teacher_features(x, training=False))
+
+        cache = getattr(self, "_teacher_cache", None)
+        return compute() if cache is None else cache.features(x, compute)
 
     def train_step(self, data):
         x, y, sample_weight = self.transfer_batch(*keras.utils.unpack_x_y_sample_weight(data))
