@@ -40,3 +40,12 @@ def test_unlabeled_transfer_example_runs():
         "synthetic transfer (mixup)",
     }
     assert all(0.0 <= acc <= 1.0 for acc in results.values())
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["mutual_learning", "self_distillation"],
+)
+def test_scheme_examples_run(module):
+    results = importlib.import_module(module).main(epochs=1, limit=256)
+    assert results and all(0.0 <= acc <= 1.0 and math.isfinite(acc) for acc in results.values())
