@@ -22,7 +22,7 @@ def kd_terms():
 def main(epochs=20, seed=0, limit=None):
     x_train, x_test, y_train, y_test = load(seed, limit)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    fit = dict(epochs=epochs, batch_size=64, verbose=0)
+    fit = {"epochs": epochs, "batch_size": 64, "verbose": 0}
     keras.utils.set_random_seed(seed)
     teacher = cnn(32, "teacher")
     teacher.compile(keras.optimizers.Adam(3e-3), ce)
@@ -47,7 +47,9 @@ def main(epochs=20, seed=0, limit=None):
             model.compile(keras.optimizers.Adam(3e-3), ce)
         history = model.fit(x_train, y_train, **fit).history
         results[name] = accuracy(student, x_test, y_test)
-        extra = f"  discriminator_loss {history['discriminator_loss'][-1]:.3f}" if "discriminator_loss" in history else ""
+        extra = (
+            f"  discriminator_loss {history['discriminator_loss'][-1]:.3f}" if "discriminator_loss" in history else ""
+        )
         print(f"{name:<8} test accuracy {results[name]:.4f}  ({time.time() - start:.1f}s){extra}", flush=True)
 
     print(f"\n{'method':<8}{'test accuracy':>14}")

@@ -29,7 +29,7 @@ def kd_terms():
 def main(epochs=20, seed=0, limit=None):
     x_train, x_test, y_train, y_test = load(seed, limit)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    fit = dict(epochs=epochs, batch_size=64, verbose=0)
+    fit = {"epochs": epochs, "batch_size": 64, "verbose": 0}
     keras.utils.set_random_seed(seed)
     teacher = cnn(32, "teacher")
     teacher.compile(keras.optimizers.Adam(3e-3), ce)
@@ -45,9 +45,7 @@ def main(epochs=20, seed=0, limit=None):
         elif name == "kd":
             model, callbacks = keras_kd.Distiller(teacher, student, kd_terms()), schedules[1:]
         else:
-            model = BoundarySupportingDistiller(
-                teacher, student, kd_terms(), input_range=(0.0, 1.0), seed=seed
-            )
+            model = BoundarySupportingDistiller(teacher, student, kd_terms(), input_range=(0.0, 1.0), seed=seed)
             callbacks = schedules
         start = time.time()
         model.compile(keras.optimizers.Adam(3e-3), ce)

@@ -27,7 +27,7 @@ SELF_ALPHA, SELF_TEMPERATURE = 0.95, 20.0
 def main(epochs=20, seed=0, limit=None):
     x_train, x_test, y_train, y_test = load(seed, limit)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    fit = dict(epochs=epochs, batch_size=64, verbose=0)
+    fit = {"epochs": epochs, "batch_size": 64, "verbose": 0}
 
     def student(name):
         keras.utils.set_random_seed(seed + 1)  # every student starts alike

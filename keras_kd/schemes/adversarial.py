@@ -27,7 +27,9 @@ def default_discriminator(input_dim, units=128, negative_slope=0.2, name="discri
 
 def _single_teacher(teacher, scheme):
     if not isinstance(teacher, keras.Model):
-        raise ValueError(f"{scheme} takes one teacher keras.Model. Received: teacher={teacher!r}")
+        raise ValueError(  # noqa: TRY004 (ValueError throughout, as in Distiller)
+            f"{scheme} takes one teacher keras.Model. Received: teacher={teacher!r}"
+        )
 
 
 def _logits_classes(model, role, scheme):
@@ -143,12 +145,19 @@ class AdversarialDistiller(Distiller):
     ):
         _single_teacher(teacher, "AdversarialDistiller")
         super().__init__(
-            teacher, student, terms, student_loss_weight=student_loss_weight, stop_on_nan=stop_on_nan, name=name,
+            teacher,
+            student,
+            terms,
+            student_loss_weight=student_loss_weight,
+            stop_on_nan=stop_on_nan,
+            name=name,
             **kwargs,
         )
         self.num_classes = num_classes_of(teacher, student, "AdversarialDistiller")
         if not isinstance(conditional, bool):
-            raise ValueError(f"`conditional` must be True or False. Received: conditional={conditional!r}")
+            raise ValueError(  # noqa: TRY004 (ValueError throughout, as in Distiller)
+                f"`conditional` must be True or False. Received: conditional={conditional!r}"
+            )
         self.conditional = conditional
         self.adversarial_weight = validate_positive("adversarial_weight", adversarial_weight, allow_zero=True)
         input_dim = 2 * self.num_classes if conditional else self.num_classes
@@ -222,9 +231,7 @@ class AdversarialDistiller(Distiller):
         student_variables = self.student_side_variables
         with tf.GradientTape() as tape:
             student_features = self._student_features(x, training=True)
-            values, total = self.compute_losses(
-                x, y, sample_weight, teacher_features, student_features, training=True
-            )
+            values, total = self.compute_losses(x, y, sample_weight, teacher_features, student_features, training=True)
             fake_input = self._discriminator_input(student_features[OUTPUT], y)
             fake = self.discriminator(fake_input, training=True)
             values["adversarial_loss"] = self._bce(tf.ones_like(fake), fake, sample_weight)
@@ -249,9 +256,7 @@ class AdversarialDistiller(Distiller):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         teacher_features = self._teacher_features(x, training=False)
         student_features = self._student_features(x, training=False)
-        values, total = self.compute_losses(
-            x, y, sample_weight, teacher_features, student_features, training=False
-        )
+        values, total = self.compute_losses(x, y, sample_weight, teacher_features, student_features, training=False)
         real_input = self._discriminator_input(teacher_logits(teacher_features), y)
         fake_input = self._discriminator_input(student_features[OUTPUT], y)
         fake = self.discriminator(fake_input, training=False)

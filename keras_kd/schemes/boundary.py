@@ -6,7 +6,6 @@ Reference code: github.com/bhheo/BSS_distillation
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 from keras_kd.callbacks import WeightScheduler
 from keras_kd.distiller import OUTPUT, Distiller
@@ -56,17 +55,19 @@ class BoundarySupportingDistiller(Distiller):
 
            bss_kd_loss = mean_i KL(softmax(t_i / T) || softmax(s_i / T))
 
-       averaged over the attacked base samples (0 if there are none). This
-       has the gradient of the reference's soft cross-entropy (without
-       `T^2`); the logged value leaves out the teacher's entropy, so it is
-       0 when the student matches. Total: Distiller loss + `bss_weight *
-       bss_kd_loss`.
+       averaged over the attacked base samples (0 if there are none; when
+       fewer base samples than `ceil(bss_fraction * batch)` exist, the rest
+       of the fixed-size selection is padding with weight 0, which only
+       touches the student's BatchNorm statistics). This has the gradient
+       of the reference's soft cross-entropy (without `T^2`); the logged
+       value leaves out the teacher's entropy, so it is 0 when the student
+       matches. Total: Distiller loss + `bss_weight * bss_kd_loss`.
 
     The samples are built under `stop_gradient`: no gradient reaches the
     teacher or flows through the attack. The supervised loss and the
     Distiller's terms see the clean batch only. Logs: everything the
-    Distiller logs plus `bss_kd_loss`. Sample weights do not apply to the
-    BSS term.
+    Distiller logs plus `bss_kd_loss` (0 in `evaluate`, which runs no
+    attack). Sample weights do not apply to the BSS term.
 
     Reference constants (CIFAR-10, `train_BSS_distillation.py`): T = 3,
     10 attack steps, step size 0.3 (L2 attack), 64 attacked samples per
@@ -112,7 +113,12 @@ class BoundarySupportingDistiller(Distiller):
     ):
         _single_teacher(teacher, "BoundarySupportingDistiller")
         super().__init__(
-            teacher, student, terms, student_loss_weight=student_loss_weight, stop_on_nan=stop_on_nan, name=name,
+            teacher,
+            student,
+            terms,
+            student_loss_weight=student_loss_weight,
+            stop_on_nan=stop_on_nan,
+            name=name,
             **kwargs,
         )
         self.num_classes = num_classes_of(teacher, student, "BoundarySupportingDistiller")
@@ -239,9 +245,7 @@ class BoundarySupportingDistiller(Distiller):
         teacher_features = self.frozen_teacher_features(x)
         with tf.GradientTape() as tape:
             student_features = self._student_features(x, training=True)
-            values, total = self.compute_losses(
-                x, y, sample_weight, teacher_features, student_features, training=True
-            )
+            values, total = self.compute_losses(x, y, sample_weight, teacher_features, student_features, training=True)
             with tape.stop_recording():
                 samples, weights = self.boundary_supporting_samples(
                     x, y, teacher_logits(teacher_features), student_features[OUTPUT]
@@ -261,9 +265,7 @@ class BoundarySupportingDistiller(Distiller):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         teacher_features = self._teacher_features(x, training=False)
         student_features = self._student_features(x, training=False)
-        values, total = self.compute_losses(
-            x, y, sample_weight, teacher_features, student_features, training=False
-        )
+        values, total = self.compute_losses(x, y, sample_weight, teacher_features, student_features, training=False)
         values["bss_kd_loss"] = tf.constant(0.0)
         return self._update_trackers(x, y, student_features[OUTPUT], sample_weight, values, total)
 
@@ -302,4 +304,3 @@ def bss_schedulers(epochs, kd_term=None, kd_temperature=None):
             WeightScheduler(kd_term, lambda epoch: scale * (max(3.0 * (1.0 - (epoch + 1) / epochs), 0.0) + 1.0))
         )
     return schedulers
-

@@ -180,7 +180,8 @@ def virtual_teacher(student):
     zeros of the student's logits shape: the `teacher` of a Tf-KD_reg
     Distiller (the Distiller needs one; the student itself is refused)."""
     num_classes = _num_classes(student)
-    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=f"input_{i}") for i, t in enumerate(student.inputs)]
+    # Same input names as the student, so dict batches feed both alike.
+    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name) for t in student.inputs]
     model_inputs = inputs[0] if len(inputs) == 1 else inputs
     outputs = ZeroLogits(num_classes, dtype="float32", name="zero_logits")(model_inputs)
     teacher = keras.Model(model_inputs, outputs, name=f"{student.name}_virtual_teacher")

@@ -45,9 +45,7 @@ def test_one_step_updates_student_and_discriminator_never_the_teacher(digits, tr
 
 def test_discriminator_stays_out_of_the_student_and_its_optimizer(digits, trained_teacher):
     x, y = digits
-    distiller = adversarial(
-        trained_teacher, mlp(16, "student"), keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.0)
-    )
+    distiller = adversarial(trained_teacher, mlp(16, "student"), keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.0))
     discriminator_ids = {id(v) for v in distiller.discriminator.weights}
     assert not discriminator_ids & {id(v) for v in distiller.student.weights}
     assert not discriminator_ids & {id(v) for v in distiller.student_side_variables}
@@ -59,9 +57,7 @@ def test_discriminator_stays_out_of_the_student_and_its_optimizer(digits, traine
 
 def test_discriminator_optimizer_never_updates_the_student(digits, trained_teacher):
     x, y = digits
-    distiller = adversarial(
-        trained_teacher, mlp(16, "student"), keras.optimizers.SGD(0.0), keras.optimizers.SGD(0.1)
-    )
+    distiller = adversarial(trained_teacher, mlp(16, "student"), keras.optimizers.SGD(0.0), keras.optimizers.SGD(0.1))
     before, discriminator = snapshot(distiller.student.trainable_weights), snapshot(distiller.discriminator.weights)
     distiller.train_on_batch(x[:64], y[:64])
     assert not any(changed(before, distiller.student.trainable_weights))
@@ -79,7 +75,10 @@ def test_zero_adversarial_weight_gives_the_plain_distiller_step(digits, trained_
     plain = keras_kd.Distiller(trained_teacher, plain_student, kd_terms(), student_loss_weight=0.1)
     plain.compile(keras.optimizers.SGD(0.5), sparse_ce())
     distiller = adversarial(
-        trained_teacher, adversarial_student, keras.optimizers.SGD(0.5), keras.optimizers.SGD(0.5),
+        trained_teacher,
+        adversarial_student,
+        keras.optimizers.SGD(0.5),
+        keras.optimizers.SGD(0.5),
         adversarial_weight=0.0,
     )
     for _ in range(2):

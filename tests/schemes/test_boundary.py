@@ -56,8 +56,7 @@ def test_samples_keep_the_input_shape_and_pad_with_zero_weight():
 def test_sampled_targets_skip_the_top_class_and_follow_the_seed():
     logits = np.random.default_rng(1).normal(size=(64, 10)).astype("float32")
     draws = [
-        bss(mlp(8, "teacher"), mlp(4, "student"), seed=3).target_classes(tf.constant(logits)).numpy()
-        for _ in range(2)
+        bss(mlp(8, "teacher"), mlp(4, "student"), seed=3).target_classes(tf.constant(logits)).numpy() for _ in range(2)
     ]
     np.testing.assert_array_equal(draws[0], draws[1])
     assert not np.any(draws[0] == logits.argmax(-1))
@@ -104,8 +103,18 @@ def test_clean_losses_see_the_clean_batch_only(digits, trained_teacher):
 
 
 def test_config_round_trip_and_schedulers(trained_teacher):
-    distiller = bss(trained_teacher, mlp(16, "student"), num_steps=4, step_size=0.1, bss_weight=1.5,
-                    bss_fraction=0.5, temperature=2.0, target="second", input_range=(0, 1), seed=7)
+    distiller = bss(
+        trained_teacher,
+        mlp(16, "student"),
+        num_steps=4,
+        step_size=0.1,
+        bss_weight=1.5,
+        bss_fraction=0.5,
+        temperature=2.0,
+        target="second",
+        input_range=(0, 1),
+        seed=7,
+    )
     config = distiller.get_config()
     clone = BoundarySupportingDistiller.from_config(config)
     for key in ("num_steps", "step_size", "bss_weight", "bss_fraction", "temperature", "target", "seed"):
