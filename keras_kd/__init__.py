@@ -7,7 +7,7 @@ architectures, `datasets` the data loaders, `export` the TFLite path, and
 `job` (with the `keras-kd` command in `cli`) the complete distillation run.
 """
 
-from keras_kd import callbacks, connectors, datasets, export, losses, models, recipes
+from keras_kd import callbacks, connectors, datasets, export, losses, models, recipes, schemes
 from keras_kd.distiller import Distiller
 from keras_kd.term import Term
 
@@ -22,5 +22,6 @@ __all__ = [
     "losses",
     "models",
     "recipes",
+    "schemes",
     "Term",
 ]

@@ -44,7 +44,15 @@ def test_unlabeled_transfer_example_runs():
 
 @pytest.mark.parametrize(
     "module",
-    ["mutual_learning", "self_distillation"],
+    [
+        "mutual_learning",
+        "self_distillation",
+        "teacher_free",
+        "adversarial_distillation",
+        "boundary_supporting_samples",
+        "multi_teacher",
+        "two_stage_fitnets",
+    ],
 )
 def test_scheme_examples_run(module):
     results = importlib.import_module(module).main(epochs=1, limit=256)
