@@ -423,7 +423,8 @@ class TeacherCache(keras.callbacks.Callback):
     `fit` refuses, before training, a `tf.data` pipeline with shuffling or
     random ops (augmentation) and array inputs without `shuffle=False`. The
     cache lives in memory (`steps x batch x features` float32 values, at
-    most `budget_bytes`) for one `fit` call.
+    most `budget_bytes`) for one `fit` call. The cached step runs without
+    XLA even if the Distiller was compiled with `jit_compile=True`.
 
         distiller.fit(train_ds, epochs=30, callbacks=[keras_kd.callbacks.TeacherCache()])
 
@@ -451,6 +452,11 @@ class TeacherCache(keras.callbacks.Callback):
         self.cache = cache.FeatureCache(shapes, batch_size, steps, self.budget_bytes)
         self._distiller = distiller
         distiller._teacher_cache = self.cache
+        # Under XLA the cached step compiled for tens of seconds in each of the first two epochs
+        # (measured on CPU), more than the teacher passes it saves: run it without XLA.
+        self._jit_compile = distiller.jit_compile
+        if self._jit_compile:
+            distiller.jit_compile = False
         distiller.train_function = None  # re-trace the step with the cache in it
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -464,6 +470,8 @@ class TeacherCache(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._distiller is not None:
             self._distiller._teacher_cache = None
+            if self._jit_compile:
+                self._distiller.jit_compile = True
             self._distiller.train_function = None
         self.cache, self._distiller = None, None
 

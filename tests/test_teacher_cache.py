@@ -74,3 +74,12 @@ def test_budget_is_enforced(digits):
         distiller.fit(_data(digits), epochs=1, callbacks=[TeacherCache(budget_bytes=1000)], verbose=0)
     with pytest.raises(ValueError, match="budget_bytes"):
         TeacherCache(budget_bytes=0)
+
+
+def test_cached_step_runs_without_xla_and_restores_it(digits):
+    distiller = _distiller()
+    distiller.compile(keras.optimizers.SGD(0.05), sparse_ce(), jit_compile=True)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(distiller.jit_compile))
+    distiller.fit(_data(digits), epochs=2, callbacks=[TeacherCache(), probe], verbose=0)
+    assert seen == [False, False] and distiller.jit_compile is True
