@@ -201,7 +201,8 @@ def _validate_schedule(schedule, start, end, epochs, step_size, gamma):
 
 
 class _VariableScheduler(keras.callbacks.Callback):
-    """Assigns a schedule's value to Distiller variables at each epoch start."""
+    """Assigns a schedule's value to Distiller variables at each epoch start.
+    Subclasses say which variables with a `variables()` method."""
 
     log_name = None
 
@@ -211,9 +212,6 @@ class _VariableScheduler(keras.callbacks.Callback):
         self.schedule, self.start, self.end = schedule, start, end
         self.epochs, self.step_size, self.gamma = epochs, step_size, gamma
         self.value = None
-
-    def variables(self):
-        raise NotImplementedError
 
     def value_at(self, epoch):
         return schedule_value(self.schedule, epoch, self.start, self.end, self.epochs, self.step_size, self.gamma)
