@@ -442,8 +442,9 @@ class TeacherCache(keras.callbacks.Callback):
         """Called by `Distiller.fit` before training: checks the data and
         allocates the cache."""
         from keras_kd import cache
+        from keras_kd.losses.base import num_replicas
 
-        if tf_replicas() > 1:
+        if num_replicas() > 1:
             raise ValueError("TeacherCache runs on one device; it does not support distribution strategies.")
         batch_size, steps = cache.check_deterministic(x, fit_kwargs)
         shapes = {key: extractor.shapes for key, extractor in distiller._teacher_extractors.items()}
@@ -479,9 +480,3 @@ class TeacherCache(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-def tf_replicas():
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync

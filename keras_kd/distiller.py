@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_kd.callbacks import TeacherCache, TerminateOnNonFiniteTerm
 from keras_kd.connectors import make_connector
-from keras_kd.losses.base import validate_positive
+from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.term import Term
 
 OUTPUT = "__output__"  # feature key of a model's own output
@@ -100,10 +100,6 @@ def _gather(features, layer):
     if isinstance(layer, tuple):
         return tuple(features[key] for key in layer)
     return features[OUTPUT if layer is None else layer]
-
-
-def _num_replicas():
-    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -339,7 +335,7 @@ class Distiller(keras.Model):
 
     def _update_trackers(self, x, y, y_pred, sample_weight, values, total):
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
-        replicas = float(_num_replicas())
+        replicas = num_replicas()
         self._loss_tracker.update_state(total * replicas, sample_weight=batch_size)
         self.student_loss_tracker.update_state(values["student_loss"] * replicas, sample_weight=batch_size)
         for name, tracker in self.term_trackers.items():

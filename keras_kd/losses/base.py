@@ -97,7 +97,7 @@ class DistillationLoss(keras.losses.Loss):
         value = super().__call__(y_true, y_pred, sample_weight)
         if not self.per_sample and self.reduction not in (None, "none"):
             # Keras skips this for scalar values; replicas must still average.
-            value = value / _num_replicas()
+            value = value / num_replicas()
         return value
 
     def _to_tensors(self, features):
@@ -115,10 +115,17 @@ class DistillationLoss(keras.losses.Loss):
         return {"name": self.name, "reduction": self.reduction, "dtype": self.dtype}
 
 
-def _num_replicas():
+def num_replicas():
+    """Replicas of the current distribution strategy, as a float: Keras sums
+    replica gradients, so per-replica scalar losses are divided by it."""
     import tensorflow as tf
 
     return float(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+def is_int(value):
+    """True for a Python int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _shapes(structure):

@@ -36,6 +36,7 @@ buffers there, weights in Keras): compare them with the trainable count.
 import dataclasses
 import re
 
+from keras_kd.losses.base import is_int
 from keras_kd.models import (
     cnn,
     mlp,
@@ -159,10 +160,6 @@ def describe(name):
     return f"{name}: {_entry(name).description}"
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 _SHAPES = {1: "(length,)", 3: "(H, W, C)"}
 
 
@@ -172,7 +169,7 @@ def _check_input_shape(name, input_shape, ranks):
         shape = tuple(input_shape)
     except TypeError:
         shape = None
-    if shape is None or len(shape) not in ranks or not all(_is_int(d) and d > 0 for d in shape):
+    if shape is None or len(shape) not in ranks or not all(is_int(d) and d > 0 for d in shape):
         raise ValueError(
             f"Model {name!r} takes input_shape {expected}: a tuple of positive ints. "
             f"Received: input_shape={input_shape!r}"
@@ -194,7 +191,7 @@ def get(name, input_shape, num_classes, /, **kwargs):
     """
     entry = _entry(name)
     shape = _check_input_shape(name, input_shape, entry.input_ranks)
-    if not _is_int(num_classes) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2. Received: num_classes={num_classes!r}")
     arguments = {"name": name, **entry.kwargs, **kwargs}
     return entry.builder(shape, num_classes, **arguments)

@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_kd.distiller import OUTPUT, Distiller, _Extractor
-from keras_kd.losses.base import validate_positive
+from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.schemes.teacher_free import class_ids
 
 
@@ -74,10 +74,6 @@ def teacher_logits(features):
     if OUTPUT not in features:  # {teacher key: {feature key: tensor}}
         features = next(iter(features.values()))
     return tf.cast(features[OUTPUT], "float32")
-
-
-def _num_replicas():
-    return float(tf.distribute.get_strategy().num_replicas_in_sync)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -268,7 +264,7 @@ class AdversarialDistiller(Distiller):
     def _track_discriminator(self, x, value):
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
         # Keras scaled the loss by 1/replicas for the gradient; log the batch value.
-        self.discriminator_loss_tracker.update_state(value * _num_replicas(), sample_weight=batch_size)
+        self.discriminator_loss_tracker.update_state(value * num_replicas(), sample_weight=batch_size)
 
     def get_config(self):
         return {

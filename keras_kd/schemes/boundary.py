@@ -9,16 +9,12 @@ import tensorflow as tf
 
 from keras_kd.callbacks import WeightScheduler
 from keras_kd.distiller import OUTPUT, Distiller
-from keras_kd.losses.base import validate_positive
+from keras_kd.losses.base import is_int, num_replicas, validate_positive
 from keras_kd.schemes.adversarial import _single_teacher, ensure_teacher_output, num_classes_of, teacher_logits
 from keras_kd.schemes.teacher_free import class_ids
 
 TARGETS = ("sample", "second")
 _NORM_EPS = 1e-12  # the reference divides by the raw norm; a zero gradient must not give NaN
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -122,7 +118,7 @@ class BoundarySupportingDistiller(Distiller):
             **kwargs,
         )
         self.num_classes = num_classes_of(teacher, student, "BoundarySupportingDistiller")
-        if not _is_int(num_steps) or num_steps < 1:
+        if not is_int(num_steps) or num_steps < 1:
             raise ValueError(f"`num_steps` must be an int >= 1. Received: num_steps={num_steps!r}")
         self.num_steps = num_steps
         self.step_size = validate_positive("step_size", step_size)
@@ -146,7 +142,7 @@ class BoundarySupportingDistiller(Distiller):
                 )
             input_range = (float(input_range[0]), float(input_range[1]))
         self.input_range = input_range
-        if seed is not None and not _is_int(seed):
+        if seed is not None and not is_int(seed):
             raise ValueError(f"`seed` must be None or an int. Received: seed={seed!r}")
         self.seed = seed
         if "bss_kd_loss" in self.term_weights:
@@ -228,7 +224,7 @@ class BoundarySupportingDistiller(Distiller):
         kl = tf.reduce_sum(tf.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
         value = tf.reduce_sum(weights * kl) / tf.maximum(tf.reduce_sum(weights), 1.0)
         # Keras sums replica gradients; scale like its per-sample losses.
-        return value / float(tf.distribute.get_strategy().num_replicas_in_sync)
+        return value / num_replicas()
 
     # ---- the step -----------------------------------------------------------
 
@@ -293,7 +289,7 @@ def bss_schedulers(epochs, kd_term=None, kd_temperature=None):
     cross-entropy without `T^2`, while `KDLoss` multiplies by `T^2`. The
     schedules are callables, so these callbacks cannot be serialized.
     """
-    if not _is_int(epochs) or epochs < 1:
+    if not is_int(epochs) or epochs < 1:
         raise ValueError(f"`epochs` must be an int >= 1. Received: epochs={epochs!r}")
     schedulers = [
         WeightScheduler("bss_kd_loss", lambda epoch: max(2.0 * (1.0 - 4.0 / 3.0 * (epoch + 1) / epochs), 0.0))

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_kd.losses.base import validate_positive
+from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.losses.kd import KDLoss
 
 
@@ -136,7 +136,7 @@ class MutualLearning(keras.Model):
     def _update_trackers(self, x, y, sample_weight, logits, values, total):
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
         # Keras divides per-sample losses by the replica count; undo it for the logs.
-        replicas = float(tf.distribute.get_strategy().num_replicas_in_sync)
+        replicas = num_replicas()
         self._loss_tracker.update_state(total * replicas, sample_weight=batch_size)
         for k, z_k in enumerate(logits):
             name = f"peer{k + 1}"

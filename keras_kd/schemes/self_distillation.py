@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from keras_kd.losses.base import validate_positive
+from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.losses.kd import KDLoss
 from keras_kd.models import feature_layers
 from keras_kd.models._layers import bn, conv
@@ -233,7 +233,7 @@ class SelfDistillation(keras.Model):
     def _update_trackers(self, x, y, sample_weight, exits, values, total):
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
         # Keras divides per-sample losses by the replica count; undo it for the logs.
-        replicas = float(tf.distribute.get_strategy().num_replicas_in_sync)
+        replicas = num_replicas()
         self._loss_tracker.update_state(total * replicas, sample_weight=batch_size)
         for key, value in values.items():
             tracker = self.final_loss_tracker if key == "final_loss" else self.head_trackers[key]

@@ -17,17 +17,13 @@ import keras
 from keras import ops
 
 from keras_kd.distiller import Distiller
-from keras_kd.losses.base import DistillationLoss, validate_positive
+from keras_kd.losses.base import DistillationLoss, is_int, validate_positive
 from keras_kd.term import Term
 
 # Reference setting of Tf-KD_reg for ResNet18 on CIFAR-100
 # (experiments/base_experiments/base_resnet18/params.json).
 _REFERENCE_REG_ALPHA = 0.1
 _REFERENCE_MULTIPLIER = 100.0
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def class_ids(labels, num_classes, owner):
@@ -99,7 +95,7 @@ class VirtualTeacherLoss(DistillationLoss):
 
     def __init__(self, num_classes, correct_prob=0.9, temperature=20.0, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
-        if not _is_int(num_classes) or num_classes < 2:
+        if not is_int(num_classes) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}")
         correct_prob = validate_positive("correct_prob", correct_prob)
         if not 1.0 / num_classes < correct_prob < 1.0:
@@ -149,7 +145,7 @@ class ZeroLogits(keras.layers.Layer):
 
     def __init__(self, num_classes, **kwargs):
         super().__init__(**kwargs)
-        if not _is_int(num_classes) or num_classes < 1:
+        if not is_int(num_classes) or num_classes < 1:
             raise ValueError(f"`num_classes` must be a positive int. Received: num_classes={num_classes!r}")
         self.num_classes = num_classes
 
