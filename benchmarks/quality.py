@@ -18,7 +18,15 @@ weights (`recipes.distiller`, layers from the zoo's naming convention;
 factor transfer pre-trains its paraphraser first). Every student of a pair
 starts from the same weights and sees the same batches for the same epochs
 with the same optimizer. SGD with momentum 0.9 and decoupled weight decay
-(Keras' `weight_decay`), cosine or step learning rate.
+(Keras' `weight_decay`), cosine or step learning rate. Below the methods,
+rows that are not one loss (`SCHEMES`, same data, epochs and optimizer):
+Ba & Caruana's shallow mimic net trained on labels and on the teacher's
+logits; filter grafting of two students (the first from the scratch
+student's weights, the second from another seed; the first is reported);
+and one round of Noisy Student, where the scratch student (re-trained)
+labels the next `train` training images, whose labels are not used, and an
+equal-size student with dropout 0.5 and stochastic depth 0.2 learns from
+both sets with the same augmentation as input noise.
 
 The default CIFAR budget fits a 2-core CPU (about an hour): CIFAR-10, the
 first 10,000 training images (flip + crop augmentation), all 10,000 test
@@ -43,7 +51,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import inspect  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -84,11 +94,21 @@ def all_methods():
     return CRD_ORDER + [name for name in recipes.names() if name not in CRD_ORDER]
 
 
+# Rows that are not one loss in a Distiller: other students or training schemes (see `scheme_row`).
+SCHEMES = {
+    "mimic_scratch": "mimic net, labels only",
+    "mimic": "mimic net, teacher's logits (Ba & Caruana)",
+    "grafting": "filter grafting, 2 peers (peer 1)",
+    "noisy_student": "noisy student, 1 round",
+}
+
+
 @dataclasses.dataclass
 class CifarConfig:
     dataset: str = "cifar10"
     pairs: list = dataclasses.field(default_factory=lambda: [["resnet20", "resnet8"]])
     methods: list = dataclasses.field(default_factory=all_methods)
+    schemes: list = dataclasses.field(default_factory=lambda: list(SCHEMES))
     train: int = 10000  # first N training images; None: all
     teacher_epochs: int = 15
     epochs: int = 5
@@ -114,6 +134,9 @@ class CifarConfig:
         unknown = sorted(set(self.methods) - set(recipes.names()))
         if unknown:
             raise ValueError(f"Unknown methods {unknown}; available: {recipes.names()}")
+        unknown = sorted(set(self.schemes) - set(SCHEMES))
+        if unknown:
+            raise ValueError(f"Unknown schemes {unknown}; available: {sorted(SCHEMES)}")
         for pair in self.pairs:
             for name in pair:
                 models.describe(name)  # raises naming the valid models
@@ -144,10 +167,12 @@ class Results:
         self.name, self.path = name, RESULTS / f"{name}.json"
         old = json.loads(self.path.read_text()) if resume and self.path.exists() else {}
 
-        # Rows stay comparable when only the list of methods changes (a method added later);
+        # Rows stay comparable when only the lists of methods and schemes change (a method added later);
         # a setting left at None equals a setting the old file does not have.
         def settings(values):
-            return {key: value for key, value in values.items() if key != "methods" and value is not None}
+            return {
+                key: value for key, value in values.items() if key not in ("methods", "schemes") and value is not None
+            }
 
         same = bool(old) and settings(old["config"]) == settings(config)
         if resume and old and not same:
@@ -312,19 +337,12 @@ def run_cifar(config, resume=False, cache="~/.cache/keras_kd/benchmarks"):
                     "seconds": seconds,
                 }
             )
-        for method in ["scratch", *config.methods]:
+        for method in ["scratch", *config.methods, *config.schemes]:
             if results.find(pair=pair, method=method):
                 continue
-            keras.utils.set_random_seed(config.seed + 1)  # same initial student for every row
-            student = models.get(student_name, data.input_shape, data.num_classes, name="student")
-            model = student if method == "scratch" else recipes.distiller(method, teacher, student)
             start = time.time()
-            if method != "scratch":
-                recipes.pretrain(model, data.numpy("train")[0])
-            model.compile(optimizer(config, steps, config.epochs), CE)
-            keras.utils.set_random_seed(config.seed + 2)  # same batches
-            history = model.fit(data.train, epochs=config.epochs, verbose=0)
-            losses = history.history["loss"]
+            row = scheme_row if method in SCHEMES else method_row
+            student, losses, extra = row(method, config, teacher, student_name, data, steps)
             results.add(
                 {
                     "pair": pair,
@@ -334,6 +352,7 @@ def run_cifar(config, resume=False, cache="~/.cache/keras_kd/benchmarks"):
                     "seconds": time.time() - start,
                     "final_loss": float(losses[-1]),
                     "finite": bool(np.all(np.isfinite(losses))),
+                    **extra,
                 }
             )
     markdown, summary = cifar_table(config, results.rows, data.num_train, len(y_test))
@@ -345,6 +364,95 @@ def run_cifar(config, resume=False, cache="~/.cache/keras_kd/benchmarks"):
     write_results(name, payload, markdown)
     print(markdown, flush=True)
     return payload
+
+
+def new_student(config, name, data, **kwargs):
+    keras.utils.set_random_seed(config.seed + 1)  # same initial student for every row
+    return models.get(name, data.input_shape, data.num_classes, name="student", **kwargs)
+
+
+def fit(config, model, data, steps, epochs=None):
+    """Trains `model` (compiled here) on the pair's batches; returns its losses per epoch."""
+    epochs = epochs or config.epochs
+    model.compile(optimizer(config, steps, epochs), CE)
+    keras.utils.set_random_seed(config.seed + 2)  # same batches
+    return model.fit(data.train, epochs=epochs, verbose=0).history["loss"]
+
+
+def method_row(method, config, teacher, student_name, data, steps):
+    """The scratch student, or the student trained with one recipe."""
+    student = new_student(config, student_name, data)
+    if method == "scratch":
+        return student, fit(config, student, data, steps), {}
+    model = recipes.distiller(method, teacher, student)
+    recipes.pretrain(model, data.numpy("train")[0])
+    return student, fit(config, model, data, steps), {}
+
+
+def scheme_row(method, config, teacher, student_name, data, steps):
+    """A row of `SCHEMES`: (the model whose accuracy is reported, losses, extra fields)."""
+    if method in ("mimic_scratch", "mimic"):
+        x_test, y_test = data.numpy("test")
+        teacher_accuracy = accuracy(teacher, x_test, y_test)  # recorded: a re-trained teacher can differ
+        # Ba & Caruana's shallow net (zoo defaults), on labels or regressing the teacher's logits.
+        # k = 250 (the zoo default), or half the input size for inputs too small for it (digits in the tests).
+        bottleneck = min(250, math.prod(data.input_shape) // 2)
+        student = new_student(config, "mimic", data, bottleneck=bottleneck)
+        model = student if method == "mimic_scratch" else recipes.distiller("logit_mse", teacher, student)
+        return student, fit(config, model, data, steps), {"student": "mimic", "teacher_accuracy": teacher_accuracy}
+    if method == "grafting":
+        # Peer 1 starts from the scratch student's weights; peer 2 from another seed.
+        peers = [new_student(config, student_name, data)]
+        keras.utils.set_random_seed(config.seed + 3)
+        peers.append(models.get(student_name, data.input_shape, data.num_classes, name="peer2"))
+        trainer = keras_kd.schemes.GraftingTrainer(peers)
+        losses = fit(config, trainer, data, steps)
+        x_test, y_test = data.numpy("test")
+        return peers[0], losses, {"peer2_accuracy": accuracy(peers[1], x_test, y_test)}
+    if method == "noisy_student":
+        return noisy_student_row(config, student_name, data, steps)
+    raise ValueError(f"Unknown scheme {method!r}; available: {sorted(SCHEMES)}")
+
+
+def noisy_student_row(config, student_name, data, steps):
+    """One round of Noisy Student: the scratch student (retrained, same weights and batches) labels the next
+    `config.train` training images (their labels unused); an equal-size student with the paper's model noise
+    (dropout 0.5, stochastic depth 0.2) and the same flip + shift augmentation learns from both sets."""
+    teacher = new_student(config, student_name, data)
+    fit(config, teacher, data, steps)
+    x_labeled, y_labeled = data.numpy("train")
+    folder = os.environ.get(datasets.ENV_VAR) or (str(data_dir()) if config.dataset == "cifar10" else None)
+    more = datasets.load(config.dataset, data_dir=folder, limit=2 * len(x_labeled))
+    x_unlabeled = more.numpy("train")[0][len(x_labeled) :]
+    noise = keras.Sequential(
+        [keras.layers.RandomFlip("horizontal"), keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant")]
+        if config.augment
+        else []
+    )
+    # The paper's model noise, where the architecture has it (the zoo ResNets).
+    takes_noise = {"dropout", "stochastic_depth"} <= set(
+        inspect.signature(models._entry(student_name).builder).parameters
+    )
+    model_noise = {"dropout": 0.5, "stochastic_depth": 0.2} if takes_noise else {}
+    scheme = keras_kd.schemes.NoisyStudent(
+        teacher,
+        lambda round_index: new_student(config, student_name, data, **model_noise),
+        rounds=1,
+        noise=noise,
+        seed=config.seed,
+    )
+    train_steps = int(np.ceil((len(x_labeled) + len(x_unlabeled)) / config.batch_size))
+    keras.utils.set_random_seed(config.seed + 2)
+    student, history = scheme.run(
+        (x_labeled, y_labeled),
+        x_unlabeled,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer=lambda round_index: optimizer(config, train_steps, config.epochs),
+    )
+    x_test, y_test = data.numpy("test")
+    extra = {"teacher_accuracy": accuracy(teacher, x_test, y_test), "unlabeled": len(x_unlabeled), **model_noise}
+    return student, history[-1]["history"]["loss"], extra
 
 
 def cifar_table(config, rows, num_train, num_test):
@@ -365,6 +473,10 @@ def cifar_table(config, rows, num_train, num_test):
         ]
         return [f"{value:.2f}", *versus]
 
+    header = [
+        "| method | " + " | ".join(f"{p.replace('->', ' → ')} | Δ scratch | Δ KD" for p in pairs) + " |",
+        "|---|" + "---:|---:|---:|" * len(pairs),
+    ]
     lines = [
         f"# {config.dataset}: every method at its published weights (top-1 test accuracy, %)",
         "",
@@ -374,11 +486,20 @@ def cifar_table(config, rows, num_train, num_test):
         f"({config.schedule}); seed {config.seed}, one run. Δ: points above the scratch student (same initial "
         "weights, same batches) and above the KD student. Weights: `keras_kd.recipes` (the CRD scripts' `-r/-a/-b`).",
         "",
-        "| method | " + " | ".join(f"{p.replace('->', ' → ')} | Δ scratch | Δ KD" for p in pairs) + " |",
-        "|---|" + "---:|---:|---:|" * len(pairs),
+        *header,
     ]
     for method, label in [("teacher", "teacher"), ("scratch", "student (scratch)")] + [(m, m) for m in config.methods]:
         lines.append(f"| {label} | " + " | ".join(" | ".join(cells(p, method)) for p in pairs) + " |")
+    if config.schemes:
+        lines += ["", "Other students and training schemes, same data, epochs and optimizer (see `SCHEMES`):", ""]
+        lines += header
+        for method in config.schemes:
+            params = {by[(p, method)]["params"] for p in pairs if (p, method) in by}
+            label = f"{method}: {SCHEMES[method]}" + (f", {min(params):,} params" if params else "")
+            # Teachers re-trained on a CPU are not bit-identical: say which one a row learned from.
+            taught = {by[(p, method)].get("teacher_accuracy") for p in pairs if (p, method) in by} - {None}
+            label += "".join(f"; its teacher {100 * t:.2f}%" for t in sorted(taught))
+            lines.append(f"| {label} | " + " | ".join(" | ".join(cells(p, method)) for p in pairs) + " |")
     summary = {}
     for pair in pairs:
         scratch = by.get((pair, "scratch"))

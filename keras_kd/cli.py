@@ -69,7 +69,9 @@ def build_parser():
     _data_options(export, required=False)
     export.set_defaults(handler=_export)
 
-    methods = subparsers.add_parser("methods", help="list every method with its paper and default constants")
+    methods = subparsers.add_parser(
+        "methods", help="list every method and training scheme with its paper and default constants"
+    )
     methods.set_defaults(handler=_methods)
 
     models = subparsers.add_parser("models", help="list the reference models")
@@ -163,6 +165,12 @@ def _methods(args):
             f"{'':<10} weight {info['weight']}, supervised weight {info['student_loss_weight']}"
             f"{', ' + constants if constants else ''}; features: {info['features']}"
         )
+    print("\ntraining schemes (keras_kd.recipes.scheme(name, ...)):")
+    for name in recipes.scheme_names():
+        info = recipes.describe_scheme(name)
+        print(f"{name:<17} {info['build']}: {info['paper']}")
+        constants = ", ".join(f"{k}={v}" for k, v in info["constants"].items())
+        print(f"{'':<17} trains {info['trains']}; {constants}")
     return 0
 
 

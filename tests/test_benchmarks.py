@@ -45,6 +45,7 @@ def test_cifar_path_runs_resumes_and_tabulates(tmp_path, monkeypatch):
         dataset="digits",
         pairs=[["cnn_small", "cnn_tiny"]],
         methods=["kd", "ft", "at"],
+        schemes=[],
         train=96,
         teacher_epochs=1,
         epochs=1,
@@ -73,3 +74,30 @@ def test_cifar_path_runs_resumes_and_tabulates(tmp_path, monkeypatch):
     more = quality.run_cifar(config, resume=True, cache=tmp_path / "cache")
     assert built == ["sp"] and more["rows"][:-1] == payload["rows"]
     assert more["summary"]["cnn_small->cnn_tiny"]["feature_methods_run"] == ["ft", "at", "sp"]
+
+
+def test_scheme_rows_run_and_tabulate(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(quality, "RESULTS", tmp_path)
+    config = quality.CifarConfig(
+        dataset="digits",
+        pairs=[["cnn_small", "cnn_tiny"]],
+        methods=["kd"],
+        train=96,
+        teacher_epochs=1,
+        epochs=1,
+        batch_size=32,
+    )
+    assert config.schemes == list(quality.SCHEMES)
+    payload = quality.run_cifar(config, cache=tmp_path / "cache")
+    rows = {row["method"]: row for row in payload["rows"]}
+    assert list(rows) == ["teacher", "scratch", "kd", *quality.SCHEMES]
+    assert all(row["finite"] for row in payload["rows"][1:])
+    assert rows["mimic"]["params"] == rows["mimic_scratch"]["params"] != rows["scratch"]["params"]
+    assert rows["mimic"]["teacher_accuracy"] == rows["teacher"]["accuracy"]
+    assert 0 <= rows["grafting"]["peer2_accuracy"] <= 1
+    assert rows["noisy_student"]["unlabeled"] == 96 and rows["noisy_student"]["params"] == rows["scratch"]["params"]
+    table = (tmp_path / "quality_digits.md").read_text()
+    assert "| grafting: filter grafting, 2 peers (peer 1), " in table and "| noisy_student: noisy student" in table
+    with pytest.raises(ValueError, match="Unknown schemes.*'nope'"):
+        quality.CifarConfig(schemes=["nope"]).validate()

@@ -206,6 +206,9 @@ def test_methods_and_models_list_everything(capsys):
     for name in recipes.names():
         assert f"\n{name} " in "\n" + out
     assert "Hinton et al." in out and "temperature=4.0" in out
+    for name in recipes.scheme_names():
+        assert f"\n{name} " in "\n" + out
+    assert "Filter Grafting" in out and "a=0.4, c=500.0" in out and "threshold=0.3" in out
     assert cli.main(["models"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in models.names())

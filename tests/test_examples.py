@@ -49,6 +49,12 @@ def test_unlabeled_transfer_example_runs():
     assert all(0.0 <= acc <= 1.0 for acc in results.values())
 
 
+def test_noisy_student_example_runs():
+    results = importlib.import_module("noisy_student").main(epochs=1, limit=256, labels=50)
+    assert set(results) == {"teacher (labels only)", "student round 1", "student round 2"}
+    assert all(0.0 <= acc <= 1.0 and math.isfinite(acc) for acc in results.values())
+
+
 @pytest.mark.parametrize(
     "module",
     [
@@ -59,6 +65,7 @@ def test_unlabeled_transfer_example_runs():
         "boundary_supporting_samples",
         "multi_teacher",
         "two_stage_fitnets",
+        "grafting",
     ],
 )
 def test_scheme_examples_run(module):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_kd import models, recipes
-from keras_kd.models._layers import ChannelShuffle, ChannelSplit
+from keras_kd.models._layers import ChannelShuffle, ChannelSplit, StochasticDepth
 from tests.conftest import sparse_ce
 
 CIFAR = ((32, 32, 3), 100)
@@ -95,7 +95,9 @@ def test_mimic_student_shape_and_parameter_count_follow_the_formula():
     d, k, hidden, classes = 8 * 8 * 1, 12, 96, 10
     model = models.get("mimic", (8, 8, 1), classes, hidden_units=hidden, bottleneck=k)
     assert tuple(model(random_batch(model, batch=3)).shape) == (3, classes)
-    assert model.count_params() == trainable_count(model) == d * k + (k * hidden + hidden) + (hidden * classes + classes)
+    assert (
+        model.count_params() == trainable_count(model) == d * k + (k * hidden + hidden) + (hidden * classes + classes)
+    )
     wide = models.get("mimic", (8, 8, 1), classes, hidden_units=hidden, bottleneck=None)
     assert "bottleneck" not in [layer.name for layer in wide.layers]
     assert wide.count_params() == (d * hidden + hidden) + (hidden * classes + classes)
@@ -237,6 +239,9 @@ def test_channel_shuffle_matches_the_reference_permutation():
         (lambda: models.get("mlp_tiny", (8, 8, 1), True), "num_classes=True"),
         (lambda: models.get("resnet8", (32, 32, 3), 10, depth=9), "depth=9"),
         (lambda: models.get("wrn_16_1", (32, 32, 3), 10, depth=15), "depth=15"),
+        (lambda: models.get("resnet8", (8, 8, 1), 10, dropout=1.0), r"\[0, 1\).*dropout=1.0"),
+        (lambda: models.get("resnet8", (8, 8, 1), 10, stochastic_depth=-0.1), "stochastic_depth=-0.1"),
+        (lambda: StochasticDepth(1.0), "rate=1.0"),
         (lambda: models.get("mimic", (8, 8, 1), 10), r"bottleneck=250, hidden_units=2000, input size 64"),
         (lambda: models.get("mimic", (784,), 10, hidden_units=100, bottleneck=100), "bottleneck=100"),
         (lambda: models.get("mimic", (784,), 10, bottleneck=0), r"`bottleneck` must be a positive.*bottleneck=0"),
@@ -273,3 +278,48 @@ def test_zoo_models_train_in_a_recipe_distiller(method, teacher_name, student_na
     history = distiller.fit(images, labels, epochs=1, batch_size=32, verbose=0)
     assert all(math.isfinite(values[-1]) for values in history.history.values())
     assert any(not np.array_equal(b, np.array(w)) for b, w in zip(before, student.trainable_weights))
+
+
+def test_stochastic_depth_drops_whole_examples_at_the_rate_and_keeps_the_expectation():
+    rate, batch = 0.3, 4000
+    layer = StochasticDepth(rate, seed=1)
+    x = np.random.default_rng(0).random((batch, 2, 2, 3), dtype="float32") + 0.5
+    np.testing.assert_array_equal(np.asarray(layer(x)), x)  # inference: the identity
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    out = np.asarray(layer(x, training=True))
+    kept = np.all(np.isclose(out, x / (1 - rate)), axis=(1, 2, 3))
+    dropped = np.all(out == 0, axis=(1, 2, 3))
+    assert np.all(kept | dropped)  # per example: all features kept (rescaled) or all zeroed
+    assert abs(dropped.mean() - rate) < 0.03  # 4000 draws: 3 standard deviations is 0.022
+    np.testing.assert_allclose(out.mean(0), x.mean(0), rtol=0.1)  # E[out] = x
+    restored = StochasticDepth.from_config(layer.get_config())
+    assert restored.rate == rate and restored.seed == 1
+    assert np.array_equal(np.asarray(StochasticDepth(0.0)(x, training=True)), x)
+
+
+def test_resnet_noise_options_default_off_and_add_linear_stochastic_depth(tmp_path):
+    plain, noisy = models.get("resnet14", *DIGITS), models.get("resnet14", *DIGITS, dropout=0.5, stochastic_depth=0.2)
+    names = [layer.name for layer in plain.layers]
+    assert "dropout" not in names and not any("drop_path" in name for name in names)
+    assert noisy.count_params() == plain.count_params() and trainable_count(noisy) == trainable_count(plain)
+    noisy_names = {layer.name for layer in noisy.layers}
+    assert set(names) <= noisy_names
+    assert noisy_names - set(names) == {"dropout"} | {layer.name for layer in noisy.layers if "drop_path" in layer.name}
+    assert noisy.get_layer("dropout").rate == 0.5
+    assert noisy.layers[-2].name == "dropout" and noisy.layers[-3].name == "embedding"
+    # 6 blocks (resnet14: 2 per stage): block i drops its residual branch with rate 0.2 * i / 6.
+    drop = [layer for layer in noisy.layers if isinstance(layer, StochasticDepth)]
+    assert [layer.name for layer in drop] == [f"stage{s}_block{b}_drop_path" for s in (1, 2, 3) for b in (1, 2)]
+    np.testing.assert_allclose([layer.rate for layer in drop], [0.2 * i / 6 for i in range(1, 7)])
+    assert models.feature_layers(noisy) == models.feature_layers(plain)
+    for layer in plain.layers:  # the same weights, layer by layer (the extra layers change the layer order)
+        noisy.get_layer(layer.name).set_weights(layer.get_weights())
+    x = random_batch(plain, batch=8)
+    np.testing.assert_allclose(noisy(x, training=False), plain(x, training=False), rtol=1e-5, atol=1e-6)
+    path = tmp_path / "noisy.keras"
+    noisy.save(path)
+    loaded = keras.saving.load_model(path)
+    assert [layer.rate for layer in loaded.layers if isinstance(layer, StochasticDepth)] == [
+        layer.rate for layer in drop
+    ]
+    np.testing.assert_allclose(loaded(x, training=False), noisy(x, training=False), rtol=1e-5, atol=1e-6)

@@ -84,8 +84,12 @@ def test_bad_recipe_requests(call, match):
 def test_auto_connector_only_where_shapes_differ():
     teacher, student = cnn(8, "teacher"), cnn(4, "student")
     terms = [
-        keras_kd.Term(keras_kd.losses.FitNetLoss(), teacher_layer="block1", student_layer="block1", connector="auto", name="maps"),
-        keras_kd.Term(keras_kd.losses.FitNetLoss(), teacher_layer="pool", student_layer="pool", connector="auto", name="vectors"),
+        keras_kd.Term(
+            keras_kd.losses.FitNetLoss(), teacher_layer="block1", student_layer="block1", connector="auto", name="maps"
+        ),
+        keras_kd.Term(
+            keras_kd.losses.FitNetLoss(), teacher_layer="pool", student_layer="pool", connector="auto", name="vectors"
+        ),
         keras_kd.Term(keras_kd.losses.FitNetLoss(), connector="auto", name="logits"),
     ]
     distiller = keras_kd.Distiller(teacher, student, terms)
@@ -163,3 +167,41 @@ def test_pretrain_fits_factor_transfer_paraphrasers_only(digits):
     for before, after in zip(teacher_before + student_before, teacher.get_weights() + student.get_weights()):
         np.testing.assert_array_equal(before, after)
     assert recipes.pretrain(recipes.distiller("kd", teacher, cnn(4, "s2")), images) == {}
+
+
+@pytest.mark.parametrize("name", recipes.scheme_names())
+def test_describe_scheme_gives_paper_entry_point_and_constants(name):
+    info = recipes.describe_scheme(name)
+    assert re.search(r"(19|20)\d\d", info["paper"]), info["paper"]
+    assert info["build"].startswith("keras_kd.") and info["trains"]
+    for key, value in recipes.get_scheme_recipe(name).constants.items():
+        assert info["constants"][key] == value
+
+
+def test_scheme_builds_with_published_constants_and_overrides():
+    keras.utils.set_random_seed(1)
+    peer_a = cnn(4, "peer_a")
+    keras.utils.set_random_seed(2)
+    peer_b = cnn(4, "peer_b")
+    trainer = recipes.scheme("grafting", [peer_a, peer_b], c=100.0)
+    assert isinstance(trainer, keras_kd.schemes.GraftingTrainer)
+    assert (trainer.grafting.a, trainer.grafting.c, trainer.grafting.bins) == (0.4, 100.0, 10)
+    noisy = recipes.scheme("noisy_student", cnn(4, "teacher"), lambda r: cnn(4, f"s{r}"), rounds=2)
+    assert (noisy.rounds, noisy.threshold, noisy.pseudo_labels) == (2, 0.3, "soft")
+    with pytest.raises(ValueError, match=r"Unknown scheme 'graft'.*'grafting'"):
+        recipes.scheme("graft")
+
+
+def test_mimic_distiller_regresses_the_teachers_logits(digits):
+    x, y = digits
+    teacher = cnn(8, "teacher")
+    distiller = recipes.scheme("mimic", teacher, hidden_units=64, bottleneck=16)
+    student = distiller.student
+    assert student.input_shape[1:] == teacher.input_shape[1:] and student.output_shape[-1] == 10
+    assert student.get_layer("bottleneck").units == 16 and student.get_layer("stage1_preact").units == 64
+    assert [type(term.loss) for term in distiller.terms] == [keras_kd.losses.LogitMSELoss]
+    assert distiller.student_loss_weight == 0.0
+    distiller.compile(keras.optimizers.Adam(1e-3), sparse_ce())
+    history = distiller.fit(x.reshape(-1, 8, 8, 1)[:256], y[:256], epochs=3, batch_size=64, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0]

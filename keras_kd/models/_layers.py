@@ -110,3 +110,55 @@ class ChannelSplit(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "ratio": self.ratio}
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class StochasticDepth(layers.Layer):
+    """Stochastic depth (Huang, Sun, Liu, Sedra & Weinberger, "Deep Networks
+    with Stochastic Depth", ECCV 2016) on a residual branch: apply it to the
+    branch `f(x)` before the residual sum `x + f(x)`.
+
+    Training: each example's branch is kept with probability `1 - rate` and
+    zeroed otherwise (one Bernoulli draw per example, shared by all its
+    features), and kept branches are divided by `1 - rate`:
+
+        out = f(x) * b / (1 - rate),  b ~ Bernoulli(1 - rate) per example,
+
+    so `E[out] = f(x)`. Inference: the identity. This is the "inverted"
+    convention of the Noisy Student code (`utils.stochastic_depth` in
+    github.com/google-research/noisystudent) and of Keras/timm "drop path";
+    Huang et al. instead leave the kept branch unscaled in training and
+    multiply it by the survival probability at test time, which has the same
+    expectation.
+
+    Args:
+        rate: drop probability in [0, 1) (the survival probability is
+            `1 - rate`); 0 makes the layer the identity.
+        seed: optional int seed of the per-example draws.
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"StochasticDepth `rate` must be a number in [0, 1). Received: rate={rate!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"StochasticDepth `seed` must be an int or None. Received: seed={seed!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0.0:
+            return inputs
+        keep = 1.0 - self.rate
+        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+        draw = keras.random.uniform(shape, seed=self.seed_generator, dtype="float32")
+        mask = ops.cast(ops.floor(keep + draw), inputs.dtype)  # 1 with probability `keep`
+        return inputs * mask / ops.cast(keep, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}

@@ -149,14 +149,7 @@ class MutualLearning(keras.Model):
         """Top-1 accuracy of each peer on `(x, y)` (inference mode), as a
         list of floats in the order of `peers`. `y` holds class ids or
         one-hot rows."""
-        labels = np.asarray(y)
-        if labels.ndim == 2 and labels.shape[1] > 1:
-            labels = labels.argmax(-1)
-        labels = labels.reshape(-1)
-        return [
-            float(np.mean(np.argmax(peer.predict(x, batch_size=batch_size, verbose=0), -1) == labels))
-            for peer in self.peers
-        ]
+        return peer_accuracies(self.peers, x, y, batch_size)
 
     def get_config(self):
         return {
@@ -173,6 +166,18 @@ class MutualLearning(keras.Model):
         return cls(**config)
 
 
+def peer_accuracies(peers, x, y, batch_size=256):
+    """Top-1 accuracy of each model in `peers` on `(x, y)` (inference mode);
+    `y` holds class ids or one-hot rows."""
+    labels = np.asarray(y)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        labels = labels.argmax(-1)
+    labels = labels.reshape(-1)
+    return [
+        float(np.mean(np.argmax(peer.predict(x, batch_size=batch_size, verbose=0), -1) == labels)) for peer in peers
+    ]
+
+
 def correct(y, logits):
     """1.0 where `argmax(logits)` is the label, else 0.0, per example; `y`
     holds class ids (shape `(batch,)` or `(batch, 1)`) or one-hot rows."""
@@ -185,24 +190,26 @@ def correct(y, logits):
     return ops.cast(ops.equal(ops.cast(labels, "int64"), ops.cast(predicted, "int64")), "float32")
 
 
-def _output_shape(model):
+def _output_shape(model, scheme="mutual learning"):
     outputs = getattr(model, "outputs", None)
     if not outputs:
         return None  # subclassed model: its shape shows on the first step
     if len(outputs) != 1:
         raise ValueError(
-            f"Peer '{model.name}' has {len(outputs)} outputs; mutual learning needs one output of class "
-            "logits per peer."
+            f"Peer '{model.name}' has {len(outputs)} outputs; {scheme} needs one output of class logits per peer."
         )
     return tuple(outputs[0].shape[1:])
 
 
-def _validate_peers(peers):
+def _validate_peers(peers, scheme="mutual learning"):
+    """Return `peers` as a list after checking that they are two or more
+    distinct, built Keras models with no shared weights and one output of
+    the same shape; `scheme` names the caller in the error messages."""
     if isinstance(peers, keras.Model) or not isinstance(peers, (list, tuple)):
         raise ValueError(f"`peers` must be a list of keras.Model. Received: peers={peers!r}")  # noqa: TRY004 (ValueError throughout, as in Distiller)
     peers = list(peers)
     if len(peers) < 2:
-        raise ValueError(f"Mutual learning needs at least 2 peers. Received {len(peers)}: {peers!r}")
+        raise ValueError(f"{scheme.capitalize()} needs at least 2 peers. Received {len(peers)}: {peers!r}")
     for k, peer in enumerate(peers, start=1):
         if not isinstance(peer, keras.Model):
             raise ValueError(f"Peer {k} must be a keras.Model. Received: {peer!r}")  # noqa: TRY004 (ValueError throughout, as in Distiller)
@@ -220,9 +227,9 @@ def _validate_peers(peers):
             if owner != k:
                 raise ValueError(
                     f"Peers {owner} ('{peers[owner - 1].name}') and {k} ('{peer.name}') share the weight "
-                    f"'{variable.path}'; mutual learning needs independent peers."
+                    f"'{variable.path}'; {scheme} needs independent peers."
                 )
-    shapes = [_output_shape(peer) for peer in peers]
+    shapes = [_output_shape(peer, scheme) for peer in peers]
     known = [(k, shape) for k, shape in enumerate(shapes, start=1) if shape is not None]
     for k, shape in known[1:]:
         if shape != known[0][1]:
