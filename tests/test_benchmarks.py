@@ -94,10 +94,33 @@ def test_scheme_rows_run_and_tabulate(tmp_path, monkeypatch):
     assert list(rows) == ["teacher", "scratch", "kd", *quality.SCHEMES]
     assert all(row["finite"] for row in payload["rows"][1:])
     assert rows["mimic"]["params"] == rows["mimic_scratch"]["params"] != rows["scratch"]["params"]
-    assert rows["mimic"]["teacher_accuracy"] == rows["teacher"]["accuracy"]
+    assert (
+        rows["mimic"]["teacher_accuracy"] == rows["teacher"]["accuracy"]
+        and "teacher_accuracy" not in rows["mimic_scratch"]
+    )
     assert 0 <= rows["grafting"]["peer2_accuracy"] <= 1
     assert rows["noisy_student"]["unlabeled"] == 96 and rows["noisy_student"]["params"] == rows["scratch"]["params"]
     table = (tmp_path / "quality_digits.md").read_text()
     assert "| grafting: filter grafting, 2 peers (peer 1), " in table and "| noisy_student: noisy student" in table
     with pytest.raises(ValueError, match="Unknown schemes.*'nope'"):
         quality.CifarConfig(schemes=["nope"]).validate()
+
+
+def test_speed_figures_and_ratios():
+    import speed
+
+    assert speed.after_first([9.0, 5.0, 4.0, 6.0]) == 4.0  # the warm-up epoch never counts
+    assert speed.after_first([9.0, 5.0, 4.0, 6.0], "median") == 5.0
+    seconds = {
+        ("student", "float32", False): 4.0,
+        ("teacher", "float32", False): 1.0,
+        ("keras_feature", "float32", False): 9.0,
+        ("keras_kd_feature", "float32", False): 6.0,
+        ("cache", "float32", False): 4.4,
+    }
+    ratios = speed.ratios_of(seconds)[("float32", False)]
+    assert ratios == pytest.approx(
+        {"keras_kd_vs_student_plus_teacher": 1.2, "keras_distillation_vs_keras_kd": 1.5, "cache_vs_student": 1.1}
+    )
+    noise = speed.machine_noise(repeats=2)
+    assert len(noise["seconds"]) == 2 and noise["min"] <= noise["median"] <= noise["max"]
