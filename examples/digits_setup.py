@@ -42,6 +42,20 @@ def accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
 
 
+def train_alone(peers, x_train, y_train, x_test, y_test, seed, fit):
+    """Test accuracy of a copy of each peer (same initial weights) trained on its own with
+    cross-entropy, Adam 3e-3 and the same batch order: the baseline of the peer schemes."""
+    accuracies = []
+    for peer in peers:
+        alone = keras.models.clone_model(peer)
+        alone.set_weights(peer.get_weights())
+        keras.utils.set_random_seed(seed + 1)  # the same batch order in every run
+        alone.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        alone.fit(x_train, y_train, **fit)
+        accuracies.append(accuracy(alone, x_test, y_test))
+    return accuracies
+
+
 def compare(methods, epochs=20, seed=0, limit=None, prepare=None):
     """Train a teacher, a scratch student and one student per method (each
     `(teacher_layers, student_layers)` keyed by recipe name); print and

@@ -13,7 +13,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-from digits_setup import accuracy, cnn, load, run_cli  # noqa: E402
+from digits_setup import cnn, load, run_cli, train_alone  # noqa: E402
 
 from keras_kd.schemes.grafting import GraftingTrainer  # noqa: E402
 
@@ -30,17 +30,9 @@ def main(epochs=20, seed=0, limit=None):
     for k in range(1, PEERS + 1):
         keras.utils.set_random_seed(seed + 10 * k)  # different initial weights: what grafting exchanges
         peers.append(cnn(WIDTH, f"peer{k}"))
-    initial = [peer.get_weights() for peer in peers]
-    results = {}
-
     start = time.time()
-    for k, (peer, weights) in enumerate(zip(peers, initial), start=1):
-        alone = keras.models.clone_model(peer)
-        alone.set_weights(weights)
-        keras.utils.set_random_seed(seed + 1)  # the same batch order in every run
-        alone.compile(keras.optimizers.Adam(3e-3), ce)
-        alone.fit(x_train, y_train, **fit)
-        results[f"peer{k}_alone"] = accuracy(alone, x_test, y_test)
+    alone = train_alone(peers, x_train, y_train, x_test, y_test, seed, fit)
+    results = {f"peer{k}_alone": value for k, value in enumerate(alone, start=1)}
     alone_seconds = time.time() - start
 
     start = time.time()

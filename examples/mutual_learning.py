@@ -12,7 +12,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
-from digits_setup import accuracy, cnn, load
+from digits_setup import cnn, load, train_alone
 
 from keras_kd.schemes.mutual import MutualLearning
 
@@ -26,17 +26,9 @@ def main(epochs=30, seed=0, limit=None):
 
     keras.utils.set_random_seed(seed)
     peers = [cnn(width, f"peer{k}") for k, width in enumerate(WIDTHS, start=1)]
-    initial = [peer.get_weights() for peer in peers]
-    results = {}
-
     start = time.time()
-    for k, (peer, weights) in enumerate(zip(peers, initial), start=1):
-        alone = keras.models.clone_model(peer)
-        alone.set_weights(weights)
-        keras.utils.set_random_seed(seed + 1)  # the same batch order in every run
-        alone.compile(keras.optimizers.Adam(3e-3), ce)
-        alone.fit(x_train, y_train, **fit)
-        results[f"peer{k}_independent"] = accuracy(alone, x_test, y_test)
+    alone = train_alone(peers, x_train, y_train, x_test, y_test, seed, fit)
+    results = {f"peer{k}_independent": value for k, value in enumerate(alone, start=1)}
     independent_seconds = time.time() - start
 
     start = time.time()

@@ -27,8 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_kd.losses.base import is_int, num_replicas, validate_positive
-from keras_kd.schemes.mutual import _validate_peers, correct, peer_accuracies
+from keras_kd.losses.base import is_int, validate_positive
+from keras_kd.schemes._peers import PeerTrainer, validate_peers
 
 SCHEME = "filter grafting"
 CONV_LAYERS = (
@@ -225,7 +225,7 @@ class FilterGrafting(keras.callbacks.Callback):
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class GraftingTrainer(keras.Model):
+class GraftingTrainer(PeerTrainer):
     """Filter grafting (Meng et al., CVPR 2020): `K >= 2` peers of one
     architecture train in parallel in one `fit()`, and a `FilterGrafting`
     callback grafts each peer's layers from the previous peer's (cyclically)
@@ -304,21 +304,9 @@ class GraftingTrainer(keras.Model):
         # Validates the grafting arguments and checks that the peers have kernels to graft.
         grafting = FilterGrafting(peers, every, bins, a, c, rounding, include_dense)
         grafting.peers = None  # reads them from the model it is given to
-        # compile() then wraps the optimizer for loss scaling under mixed_float16.
-        kwargs.setdefault("dtype", peers[0].dtype_policy)
-        super().__init__(name=name, **kwargs)
-        self.peers = peers
+        super().__init__(peers, SCHEME, name, **kwargs)
         self.grafting = grafting
         self.graft = bool(graft)
-        self.peer_loss_trackers = [keras.metrics.Mean(name=f"peer{k}_loss") for k in self._indices()]
-        self.peer_accuracy_trackers = [keras.metrics.Mean(name=f"peer{k}_accuracy") for k in self._indices()]
-        self.built = True
-
-    def _indices(self):
-        return range(1, len(self.peers) + 1)
-
-    def call(self, inputs, training=None):
-        return self.peers[0](inputs, training=training)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, **kwargs):
         callbacks = list(callbacks or [])
@@ -338,52 +326,6 @@ class GraftingTrainer(keras.Model):
             total = total + tf.cast(loss, "float32")
         return values, total
 
-    def _check_compiled(self, y):
-        if y is None:
-            raise ValueError(
-                "GraftingTrainer trains every peer on the labels, but the data has none. Feed (x, y) batches."
-            )
-        if self._compile_loss is None:
-            raise ValueError(
-                "GraftingTrainer needs the peers' supervised loss: pass `loss=` to compile(), e.g. "
-                "keras.losses.SparseCategoricalCrossentropy(from_logits=True)."
-            )
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_compiled(y)
-        with tf.GradientTape() as tape:
-            logits = [peer(x, training=True) for peer in self.peers]
-            values, total = self.compute_losses(y, sample_weight, logits)
-            scaled_total = self.optimizer.scale_loss(total)
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled_total, variables)
-        self.optimizer.apply(gradients, variables)
-        return self._update_trackers(x, y, sample_weight, logits, values, total)
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_compiled(y)
-        logits = [peer(x, training=False) for peer in self.peers]
-        values, total = self.compute_losses(y, sample_weight, logits)
-        return self._update_trackers(x, y, sample_weight, logits, values, total)
-
-    def _update_trackers(self, x, y, sample_weight, logits, values, total):
-        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
-        # Keras divides per-sample losses by the replica count; undo it for the logs.
-        replicas = num_replicas()
-        self._loss_tracker.update_state(total * replicas, sample_weight=batch_size)
-        for k, z_k in enumerate(logits):
-            self.peer_loss_trackers[k].update_state(values[f"peer{k + 1}_loss"] * replicas, sample_weight=batch_size)
-            self.peer_accuracy_trackers[k].update_state(correct(y, z_k), sample_weight=sample_weight)
-        return self.compute_metrics(x, y, logits[0], sample_weight=sample_weight)
-
-    def evaluate_peers(self, x, y, batch_size=256):
-        """Top-1 accuracy of each peer on `(x, y)` (inference mode), as a
-        list of floats in the order of `peers`. `y` holds class ids or
-        one-hot rows."""
-        return peer_accuracies(self.peers, x, y, batch_size)
-
     def get_config(self):
         return {
             "name": self.name,
@@ -391,12 +333,6 @@ class GraftingTrainer(keras.Model):
             **self.grafting.get_config(),
             "graft": self.graft,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["peers"] = [keras.saving.deserialize_keras_object(peer) for peer in config["peers"]]
-        return cls(**config)
 
 
 def _validate_bins(bins):
@@ -419,8 +355,8 @@ def _validate_rounding(rounding):
 
 
 def _validate_grafting_peers(peers):
-    """`_validate_peers` plus the same list of weight shapes in every peer."""
-    peers = _validate_peers(peers, scheme=SCHEME)
+    """`validate_peers` plus the same list of weight shapes in every peer."""
+    peers = validate_peers(peers, scheme=SCHEME)
     first = peers[0].weights
     for k, peer in enumerate(peers[1:], start=2):
         weights = peer.weights

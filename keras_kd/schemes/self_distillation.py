@@ -12,7 +12,7 @@ from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.losses.kd import KDLoss
 from keras_kd.models import feature_layers
 from keras_kd.models._layers import bn, conv
-from keras_kd.schemes.mutual import correct
+from keras_kd.schemes._peers import correct
 
 
 class _Exits:
@@ -202,8 +202,7 @@ class SelfDistillation(keras.Model):
     def _check_compiled(self, y):
         if y is None:
             raise ValueError(
-                "SelfDistillation trains every classifier on the labels, but the data has none. "
-                "Feed (x, y) batches."
+                "SelfDistillation trains every classifier on the labels, but the data has none. Feed (x, y) batches."
             )
         if self._compile_loss is None:
             raise ValueError(
@@ -310,9 +309,7 @@ def _validate_sections(model, sections):
     sections = list(sections)
     for section in sections:
         if section not in available:
-            raise ValueError(
-                f"The model '{model.name}' has no layer named {section!r}. Available layers: {available}"
-            )
+            raise ValueError(f"The model '{model.name}' has no layer named {section!r}. Available layers: {available}")
         if sections.count(section) > 1:
             raise ValueError(f"Section {section!r} is listed twice in sections={sections!r}.")
         rank = len(model.get_layer(section).output.shape)
