@@ -14,9 +14,10 @@ class PeerTrainer(keras.Model):
     """Base of the schemes that train `K >= 2` peers in one `fit()`.
 
     Every step runs each peer once on the batch (training mode) and takes one
-    gradient step on the total of `compute_losses(y, sample_weight, logits)`,
-    which subclasses define: it returns `({log name: value}, total)`, with
-    `peer{k}_{name}` for every `name` in `peer_logs`. The logs hold those, each
+    gradient step on the total of `compute_losses`: the peers' supervised
+    losses, the scheme's own terms (`extra_losses`, which subclasses define;
+    they log `peer{k}_{name}` for every other `name` in `peer_logs`) and the
+    peers' regularization losses. The logs hold those, each
     peer's `peer{k}_accuracy` and the total `loss`; `metrics` are computed on
     the first peer's output, and `call(x)` returns it.
     """
@@ -39,7 +40,26 @@ class PeerTrainer(keras.Model):
         return self.peers[0](inputs, training=training)
 
     def compute_losses(self, y, sample_weight, logits):
-        raise NotImplementedError(f"{type(self).__name__} must define compute_losses(y, sample_weight, logits).")
+        """Return ({log name: value}, total) for the peers' `logits` (one
+        tensor per peer) on a labelled batch: each peer's supervised loss
+        (`peer{k}_loss`), the scheme's own terms (`extra_losses`) and the
+        peers' regularization losses, counted once."""
+        values = {}
+        total = tf.constant(0.0)
+        for k, z_k in enumerate(logits, start=1):
+            values[f"peer{k}_loss"] = tf.cast(self._compile_loss(y, z_k, sample_weight), "float32")
+            total = total + values[f"peer{k}_loss"]
+        extra, extra_total = self.extra_losses(sample_weight, logits)
+        values.update(extra)
+        total = total + extra_total
+        for loss in self.losses:
+            total = total + tf.cast(loss, "float32")
+        return values, total
+
+    def extra_losses(self, sample_weight, logits):
+        """The scheme's terms beyond the supervised losses: ({log name:
+        value}, their weighted sum). None here."""
+        return {}, 0.0
 
     def _check_compiled(self, y):
         name = type(self).__name__
@@ -88,6 +108,9 @@ class PeerTrainer(keras.Model):
         list of floats in the order of `peers`. `y` holds class ids or
         one-hot rows."""
         return peer_accuracies(self.peers, x, y, batch_size)
+
+    def get_config(self):
+        return {"name": self.name, "peers": [keras.saving.serialize_keras_object(peer) for peer in self.peers]}
 
     @classmethod
     def from_config(cls, config):

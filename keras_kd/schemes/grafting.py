@@ -314,25 +314,8 @@ class GraftingTrainer(PeerTrainer):
             callbacks.insert(0, self.grafting)
         return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
 
-    def compute_losses(self, y, sample_weight, logits):
-        """Return ({log name: value}, total) for the peers' `logits` (one
-        tensor per peer) on a labelled batch."""
-        values = {}
-        total = tf.constant(0.0)
-        for k, z_k in enumerate(logits, start=1):
-            values[f"peer{k}_loss"] = tf.cast(self._compile_loss(y, z_k, sample_weight), "float32")
-            total = total + values[f"peer{k}_loss"]
-        for loss in self.losses:  # the peers' regularizers
-            total = total + tf.cast(loss, "float32")
-        return values, total
-
     def get_config(self):
-        return {
-            "name": self.name,
-            "peers": [keras.saving.serialize_keras_object(peer) for peer in self.peers],
-            **self.grafting.get_config(),
-            "graft": self.graft,
-        }
+        return {**super().get_config(), **self.grafting.get_config(), "graft": self.graft}
 
 
 def _validate_bins(bins):

@@ -73,28 +73,16 @@ class MutualLearning(PeerTrainer):
         self.temperature, self.kd_weight = temperature, kd_weight
         self.kd_loss = KDLoss(temperature=self.temperature)
 
-    def compute_losses(self, y, sample_weight, logits):
-        """Return ({log name: value}, total) for the peers' `logits` (one
-        tensor per peer) on a labelled batch."""
+    def extra_losses(self, sample_weight, logits):
+        """Each peer's mimicry term `peer{k}_kd_loss`, and their sum weighted by `kd_weight`."""
         values = {}
-        total = tf.constant(0.0)
         for k, z_k in enumerate(logits, start=1):
-            supervised = tf.cast(self._compile_loss(y, z_k, sample_weight), "float32")
             # KDLoss stop-gradients its first argument: peer j is a fixed target here.
             mimicry = [
                 self.kd_loss(z_j, z_k, sample_weight=sample_weight) for j, z_j in enumerate(logits, start=1) if j != k
             ]
-            kd = tf.cast(tf.add_n(mimicry), "float32") / float(len(mimicry))
-            values[f"peer{k}_loss"], values[f"peer{k}_kd_loss"] = supervised, kd
-            total = total + supervised + self.kd_weight * kd
-        for loss in self.losses:  # the peers' regularizers, counted once
-            total = total + tf.cast(loss, "float32")
-        return values, total
+            values[f"peer{k}_kd_loss"] = tf.cast(tf.add_n(mimicry), "float32") / float(len(mimicry))
+        return values, self.kd_weight * tf.add_n(list(values.values()))
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "peers": [keras.saving.serialize_keras_object(peer) for peer in self.peers],
-            "temperature": self.temperature,
-            "kd_weight": self.kd_weight,
-        }
+        return {**super().get_config(), "temperature": self.temperature, "kd_weight": self.kd_weight}
