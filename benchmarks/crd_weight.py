@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 from common import write_results  # noqa: E402
 
-from keras_kd import datasets, losses, recipes  # noqa: E402
+from keras_kd import losses, recipes  # noqa: E402
 
 
 def uninformative_value(num_negatives):
@@ -41,14 +41,7 @@ def uninformative_value(num_negatives):
 
 def run(weights, cache="~/.cache/keras_kd/benchmarks"):
     config = quality.CifarConfig()
-    data = datasets.load(
-        config.dataset,
-        batch_size=config.batch_size,
-        data_dir=os.environ.get(datasets.ENV_VAR) or str(quality.data_dir()),
-        augment=config.augment,
-        seed=config.seed,
-        limit=config.train,
-    )
+    data = quality.load_data(config)
     x_test, y_test = data.numpy("test")
     teacher, _ = quality.train_teacher(config, "resnet20", data, Path(cache).expanduser())
     steps = int(np.ceil(data.num_train / config.batch_size))

@@ -308,20 +308,25 @@ def train_teacher(config, name, data, cache):
     return teacher, seconds
 
 
+def load_data(config, **overrides):
+    """The CIFAR part's data: `$KERAS_KD_DATA_DIR`, else ../shared/data for CIFAR-10, else tensorflow-datasets."""
+    folder = os.environ.get(datasets.ENV_VAR) or (str(data_dir()) if config.dataset == "cifar10" else None)
+    options = {
+        "batch_size": config.batch_size,
+        "augment": config.augment,
+        "seed": config.seed,
+        "limit": config.train,
+        **overrides,
+    }
+    return datasets.load(config.dataset, data_dir=folder, **options)
+
+
 def run_cifar(config, resume=False, cache="~/.cache/keras_kd/benchmarks"):
     config.validate()
     cache = Path(cache).expanduser()
     name = f"quality_{config.dataset}"
     results = Results(name, dataclasses.asdict(config), resume)
-    folder = os.environ.get(datasets.ENV_VAR) or (str(data_dir()) if config.dataset == "cifar10" else None)
-    data = datasets.load(
-        config.dataset,
-        batch_size=config.batch_size,
-        data_dir=folder,
-        augment=config.augment,
-        seed=config.seed,
-        limit=config.train,
-    )
+    data = load_data(config)
     x_test, y_test = data.numpy("test")
     steps = int(np.ceil(data.num_train / config.batch_size))
     for teacher_name, student_name in config.pairs:
@@ -427,8 +432,7 @@ def noisy_student_row(config, student_name, data, steps):
     teacher = new_student(config, student_name, data)
     fit(config, teacher, data, steps)
     x_labeled, y_labeled = data.numpy("train")
-    folder = os.environ.get(datasets.ENV_VAR) or (str(data_dir()) if config.dataset == "cifar10" else None)
-    more = datasets.load(config.dataset, data_dir=folder, limit=2 * len(x_labeled))
+    more = load_data(config, limit=2 * len(x_labeled), augment=False)
     x_unlabeled = more.numpy("train")[0][len(x_labeled) :]
     noise = keras.Sequential(
         [keras.layers.RandomFlip("horizontal"), keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant")]

@@ -32,7 +32,8 @@ def _single_teacher(teacher, scheme):
         )
 
 
-def _logits_classes(model, role, scheme):
+def logits_classes(model, role, scheme):
+    """K of `model`'s one logits output `(batch, K)`; a ValueError naming `role` and `scheme` otherwise."""
     outputs = getattr(model, "outputs", None)
     shape = tuple(outputs[0].shape) if outputs and len(outputs) == 1 else None
     if shape is None or len(shape) != 2 or shape[-1] is None:
@@ -45,8 +46,8 @@ def _logits_classes(model, role, scheme):
 
 def num_classes_of(teacher, student, scheme):
     """K, checked to agree between the teacher's and the student's logits."""
-    teacher_classes = _logits_classes(teacher, "teacher", scheme)
-    student_classes = _logits_classes(student, "student", scheme)
+    teacher_classes = logits_classes(teacher, "teacher", scheme)
+    student_classes = logits_classes(student, "student", scheme)
     if teacher_classes != student_classes:
         raise ValueError(
             f"{scheme} compares logits, but the teacher has {teacher_classes} classes and the student "

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from keras_kd import datasets
 from keras_kd.losses.base import is_int, validate_positive
+from keras_kd.schemes.adversarial import logits_classes
 
 PSEUDO_LABELS = ("soft", "hard")
 INPUT_NOISES = ("shift",)
@@ -455,13 +456,7 @@ def _softmax(logits):
 def _logits_width(model, what):
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError(f"The {what} must be a built keras.Model. Received: {model!r}")
-    outputs = getattr(model, "outputs", None)
-    if not outputs or len(outputs) != 1 or len(outputs[0].shape) != 2 or outputs[0].shape[-1] is None:
-        raise ValueError(
-            f"The {what} '{model.name}' must be a functional or Sequential keras.Model with one logits output of "
-            "shape (batch, K)."
-        )
-    width = int(outputs[0].shape[-1])
+    width = logits_classes(model, what, "Noisy Student")
     if width < 2:
         raise ValueError(f"The {what} '{model.name}' outputs {width} logit; classification needs K >= 2.")
     return width
