@@ -100,6 +100,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kd.losses.base import is_int
+from keras_kd.sample_index import _attach, with_index
 
 __all__ = [
     "BUILTIN",
@@ -109,6 +110,7 @@ __all__ = [
     "from_tfrecords",
     "load",
     "names",
+    "with_index",
     "write_tfrecords",
 ]
 
@@ -172,7 +174,9 @@ def names():
     return list(BUILTIN)
 
 
-def load(name, batch_size=64, data_dir=None, augment=False, seed=0, limit=None, download=True, stream=False):
+def load(
+    name, batch_size=64, data_dir=None, augment=False, seed=0, limit=None, download=True, stream=False, index=False
+):
     """Loads `name` as a `Data` (see the module docstring for sources and options).
 
     Args:
@@ -190,6 +194,10 @@ def load(name, batch_size=64, data_dir=None, augment=False, seed=0, limit=None, 
             it from the prepared files every epoch (with a bounded shuffle
             buffer) whatever its size. "digits" and `.npz` files are arrays in
             memory already, so it changes nothing for them.
+        index: the `train` batches carry each example's position in the
+            training split inside `x` (`{"inputs": images, "sample_index":
+            positions}`, see `with_index`), for methods that keep a memory
+            row per example (CRD). `test` is unchanged.
 
     Raises:
         ValueError: bad arguments, an unknown name, or a dataset that is not
@@ -200,7 +208,13 @@ def load(name, batch_size=64, data_dir=None, augment=False, seed=0, limit=None, 
     """
     _check_args(name, batch_size, seed, limit)
     limit = None if limit is None else int(limit)
-    options = {"batch_size": int(batch_size), "augment": bool(augment), "seed": int(seed), "limit": limit}
+    options = {
+        "batch_size": int(batch_size),
+        "augment": bool(augment),
+        "seed": int(seed),
+        "limit": limit,
+        "index": bool(index),
+    }
     if name == "digits":
         return _from_arrays(name, *_digits(seed), "scikit-learn", **options)
 
@@ -363,7 +377,7 @@ def _decode_jpegs(jpeg, offsets, path, split):
 # --------------------------------------------------------------------------- pipelines from arrays
 
 
-def _from_arrays(name, splits, class_names, source, batch_size, augment, seed, limit):
+def _from_arrays(name, splits, class_names, source, batch_size, augment, seed, limit, index=False):
     splits = {split: (x[:limit], y[:limit]) for split, (x, y) in splits.items()}
     x_train = splits["train"][0]
     input_shape = tuple(int(d) for d in x_train.shape[1:])
@@ -381,7 +395,10 @@ def _from_arrays(name, splits, class_names, source, batch_size, augment, seed, l
         indices = tf.data.Dataset.range(len(y))
         if training:
             indices = indices.shuffle(max(len(y), 1), seed=seed, reshuffle_each_iteration=True)
-        batches = indices.batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+        if index and training:
+            batches = indices.batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i), i))
+        else:
+            batches = indices.batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
         return _finish(batches, _transform(name, input_shape, scale, augment and training), seed)
 
     def as_numpy(split):
@@ -454,12 +471,16 @@ def _augment(x, seed, pad, flip):
 
 
 def _finish(batches, transform, seed):
-    """Normalizes (and augments) whole batches, then prefetches."""
+    """Normalizes (and augments) whole batches, then prefetches. Batches of
+    `(x, y, index)` come out as `({"inputs": x, "sample_index": index}, y)`."""
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     batches = tf.data.Dataset.zip(batches, seeds)
-    return batches.map(lambda xy, s: transform(xy[0], xy[1], s), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-        tf.data.AUTOTUNE
-    )
+
+    def apply(batch, seed):
+        x, y = transform(batch[0], batch[1], seed)
+        return (x, y) if len(batch) == 2 else (_attach(x, batch[2]), y)
+
+    return batches.map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 # --------------------------------------------------------------------------- tensorflow-datasets
@@ -547,7 +568,9 @@ def _collect(batches, input_shape):
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _from_tfds(name, builder, data_dir, batch_size, augment, seed, limit, download, stream=False, env_folder=None):
+def _from_tfds(
+    name, builder, data_dir, batch_size, augment, seed, limit, download, stream=False, env_folder=None, index=False
+):
     import tensorflow_datasets as tfds
 
     image_key, label_key = _image_and_label(name, builder)
@@ -598,7 +621,10 @@ def _from_tfds(name, builder, data_dir, batch_size, augment, seed, limit, downlo
             ds = ds.cache()
         bases[split], counts[split] = ds, count
     buffer = min(counts["train"], max(1024, MEMORY_BUDGET // example_bytes))
-    train = bases["train"].shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    train = bases["train"]
+    if index:
+        train = train.enumerate().map(lambda i, example: (example[0], example[1], i))
+    train = train.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     train = _finish(train, _transform(name, input_shape, _scale(dtype), augment), seed)
     ordered = {split: _finish(bases[split].batch(batch_size), plain, seed) for split in _SPLITS}
     # Multi-worker: DATA sharding, stated explicitly (every worker reads the split in the same seeded order

@@ -34,6 +34,10 @@ class DistillationLoss(keras.losses.Loss):
     Subclasses implement `call(teacher, student)` and may set:
 
     * `per_sample` (default True): whether `call` returns a value per example;
+    * `requires_index` (default False): whether `y_true` may be the pair
+      `(teacher_output, index)`, each example's position in the training
+      set (CRD's memory is indexed by it); the `Distiller` passes it in
+      training when the batches carry one (`datasets.with_index`);
     * `requires_labels` (default False): whether `y_true` is the pair
       `(teacher_output, labels)` (DKD needs the ground-truth class);
     * `num_maps` (default 1): feature maps per side; FSP takes 2, so
@@ -52,6 +56,7 @@ class DistillationLoss(keras.losses.Loss):
 
     per_sample = True
     requires_labels = False
+    requires_index = False
     schedulable_temperature = False  # True: `temperature` may be a keras.Variable
     num_maps = 1
 
@@ -90,6 +95,10 @@ class DistillationLoss(keras.losses.Loss):
             teacher, labels = y_true
             teacher = self._to_tensors(teacher)
             y_true = (teacher, ops.convert_to_tensor(labels))
+        elif self.requires_index and isinstance(y_true, (tuple, list)):
+            teacher, index = y_true
+            teacher = self._to_tensors(teacher)
+            y_true = (teacher, ops.convert_to_tensor(index))
         else:
             teacher = y_true = self._to_tensors(y_true)
         # The teacher is a fixed target: no gradient flows back into it.
