@@ -323,3 +323,26 @@ def test_resnet_noise_options_default_off_and_add_linear_stochastic_depth(tmp_pa
         layer.rate for layer in drop
     ]
     np.testing.assert_allclose(loaded(x, training=False), noisy(x, training=False), rtol=1e-5, atol=1e-6)
+
+
+def test_input_normalization_in_front_of_a_zoo_model(tmp_path):
+    """The fixed per-channel standardisation keeps the model's weights and layer names (feature layers and
+    recipes work), adds nothing trainable, and saves; the model still takes [0, 1] images."""
+    mean, std = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
+    keras.utils.set_random_seed(0)
+    model = models.get("resnet8", (32, 32, 3), 10, name="student")
+    normalized = models.with_input_normalization(model, mean, std)
+    assert normalized.name == "student" and normalized.layers[1].name == "input_normalization"
+    assert models.feature_layers(normalized) == models.feature_layers(model)
+    assert len(normalized.trainable_weights) == len(model.trainable_weights)
+    assert normalized.count_params() == model.count_params()
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
+    standardized = ((x - np.array(mean)) / np.array(std)).astype("float32")
+    want = model.predict(standardized, verbose=0)
+    np.testing.assert_allclose(normalized.predict(x, verbose=0), want, rtol=1e-4, atol=1e-5)
+    recipes.distiller("at", normalized, models.with_input_normalization(models.get("resnet8", *CIFAR), mean, std))
+    normalized.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="std finite and > 0"):
+        models.with_input_normalization(model, mean, (0.2, 0.0, 0.3))

@@ -207,6 +207,45 @@ def get(name, input_shape, num_classes, /, **kwargs):
     return entry.builder(shape, num_classes, **arguments)
 
 
+def with_input_normalization(model, mean, std, name="input_normalization"):
+    """`model` behind a fixed per-channel standardisation `(x - mean) / std`.
+
+    The PyTorch protocols normalise the images in the data pipeline (e.g.
+    RepDistiller's `transforms.Normalize(mean, std)` for CIFAR-100); here the
+    model does it, so the data stays in [0, 1] and a TFLite export takes
+    [0, 1] inputs. The returned functional model is a copy of `model` (same
+    weights, same layer names, so `feature_layers` and the recipes' layer
+    names work unchanged) after a non-trainable
+    `keras.layers.Normalization(mean=mean, variance=std**2)` named `name`.
+
+    Args:
+        model: a functional `keras.Model` with one input.
+        mean, std: per-channel values (the input's last axis), or scalars.
+    """
+    import keras
+    import numpy as np
+
+    mean, std = np.asarray(mean, "float64"), np.asarray(std, "float64")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+        raise ValueError(f"mean must be finite and std finite and > 0. Received: mean={mean!r}, std={std!r}")
+    if not isinstance(model, keras.Model) or len(model.inputs) != 1:
+        raise ValueError(f"with_input_normalization takes a functional model with one input. Received: {model!r}")
+    inputs = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype, name=model.inputs[0].name)
+    normalized = keras.layers.Normalization(mean=mean.tolist(), variance=(std**2).tolist(), name=name)(inputs)
+
+    def call(layer, *args, **kwargs):  # the layers that read the input read its normalised value
+        args, kwargs = keras.tree.map_structure(lambda t: normalized if t is inputs else t, (args, kwargs))
+        return layer(*args, **kwargs)
+
+    # Fresh layers (a layer shared by two graphs would give its first graph's tensor as `layer.output`, which
+    # the distillers' feature extractors read), holding `model`'s weights.
+    clone = keras.models.clone_model(model, input_tensors=inputs, call_function=call)
+    for layer in model.layers:
+        if layer.weights:
+            clone.get_layer(layer.name).set_weights(layer.get_weights())
+    return clone
+
+
 _STAGE = re.compile(r"stage(\d+)")
 
 
@@ -236,4 +275,4 @@ def feature_layers(model):
     return {"stages": stages, "preact": preact, "embedding": embedding}
 
 
-__all__ = ["describe", "feature_layers", "get", "names"]
+__all__ = ["describe", "feature_layers", "get", "names", "with_input_normalization"]
