@@ -3,17 +3,30 @@
 `Distiller` trains a student against a frozen teacher; `Term` binds a loss
 from `keras_kd.losses` to the outputs or layers it compares. `recipes` holds
 each method's published setting, `models` the reference teacher/student
-architectures, `datasets` the data loaders, `export` the TFLite path, and
-`job` (with the `keras-kd` command in `cli`) the complete distillation run.
+architectures, `datasets` the data loaders, `optimizers` SGD with
+PyTorch's coupled weight decay, `export` the TFLite path, and `job` (with
+the `keras-kd` command in `cli`) the complete distillation run.
 """
 
-from keras_kd import callbacks, connectors, datasets, export, losses, models, recipes, schemes
+from keras_kd import (
+    augmentation,
+    callbacks,
+    connectors,
+    datasets,
+    export,
+    losses,
+    models,
+    optimizers,
+    recipes,
+    schemes,
+)
 from keras_kd.distiller import Distiller
 from keras_kd.term import Term
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "augmentation",
     "callbacks",
     "connectors",
     "datasets",
@@ -21,6 +34,7 @@ __all__ = [
     "export",
     "losses",
     "models",
+    "optimizers",
     "recipes",
     "schemes",
     "Term",

@@ -329,8 +329,68 @@ class WeightScheduler(_VariableScheduler):
             raise ValueError(f"No term named {self.term!r} to schedule. Available: {available}")
         return [weights[self.term]]
 
+    @classmethod
+    def early_stop(cls, term, fraction, epochs=None, weight=None):
+        """ESKD's preset (Cho & Hariharan, ICCV 2019): `term` on for the
+        first `fraction` of the run, then 0. Returns a `WeightEarlyStop`."""
+        return WeightEarlyStop(term, fraction, epochs=epochs, weight=weight)
+
     def get_config(self):
         return {"term": self.term, **super().get_config()}
+
+
+def warmup_epochs(fraction, epochs):
+    """Epochs of a warm-up over `fraction` of an `epochs`-long run: the
+    product rounded half up, at least 1 (20/240 of 240 epochs is 20, of 30
+    is 3, of 6 is 1)."""
+    return max(1, math.floor(round(fraction * epochs, 6) + 0.5))
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class WeightWarmUp(WeightScheduler):
+    """A linear warm-up of one term's weight over the first `fraction` of
+    the run, then the full weight: the `WeightScheduler`
+    `("linear", start=weight / W, end=weight, epochs=W)` with
+    `W = warmup_epochs(fraction, epochs)`.
+
+    Epoch `e` (counted from 1) trains at `min(e / W, 1) * weight`, as
+    mdistiller's DKD and ReviewKD (`min(epoch / warmup, 1.0)`, epochs counted
+    from 1, warm-up 20 of 240 CIFAR-100 epochs): the first epoch already at
+    `weight / W`, epoch `W` and later at `weight`. `keras_kd.recipes` gives
+    DKD and ReviewKD this callback with `fraction=20/240`, so a shorter run
+    warms up over the same share of its epochs.
+
+        keras_kd.callbacks.WeightWarmUp("dkd_loss", weight=1.0, fraction=20 / 240)
+
+    Args:
+        term: the term's name (a key of `distiller.term_weights`).
+        weight: the weight the ramp reaches (>= 0), usually the term's.
+        fraction: the share of the run the ramp takes, in (0, 1].
+        epochs: the run's length; None takes `fit`'s `epochs` when
+            training starts.
+    """
+
+    def __init__(self, term, weight, fraction, epochs=None):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ValueError(f"`weight` must be a number >= 0. Received: weight={weight!r}")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ValueError(f"`fraction` must be a number in (0, 1]. Received: fraction={fraction!r}")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+            raise ValueError(f"`epochs` must be a positive integer or None. Received: epochs={epochs!r}")
+        self.weight, self.fraction, self.run_epochs = float(weight), float(fraction), epochs
+        length = warmup_epochs(self.fraction, epochs) if epochs else 1
+        super().__init__(term, "linear", start=self.weight / length, end=self.weight, epochs=length)
+
+    def on_train_begin(self, logs=None):
+        epochs = self.run_epochs or (self.params or {}).get("epochs")
+        if not epochs:
+            raise ValueError(f"WeightWarmUp for {self.term!r} needs `epochs`: fit(epochs=...) did not give it.")
+        self.epochs = warmup_epochs(self.fraction, epochs)
+        self.start = self.weight / self.epochs
+        super().on_train_begin(logs)
+
+    def get_config(self):
+        return {"term": self.term, "weight": self.weight, "fraction": self.fraction, "epochs": self.run_epochs}
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -476,6 +536,135 @@ class TeacherCache(keras.callbacks.Callback):
 
     def get_config(self):
         return {"budget_bytes": self.budget_bytes}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class WeightEarlyStop(WeightScheduler):
+    """Early-stopped distillation (ESKD; Cho & Hariharan, "On the Efficacy
+    of Knowledge Distillation", ICCV 2019): one term at its weight for the
+    first `fraction` of the run, then 0, so the rest of the training follows
+    the labels (and any other terms) alone. Cho & Hariharan find that a
+    small student gains from the teacher early in training but is held back
+    by it later; their stopping epochs are not reproduced here (the
+    fraction is yours).
+
+    It is the `WeightScheduler("step", start=weight, step_size=S, gamma=0)`
+    with `S = warmup_epochs(fraction, epochs)` (`fraction * epochs` rounded
+    half up, at least 1): epochs 1..S (counted from 1) train at `weight`,
+    later epochs at 0. `fraction=1` never stops. Also
+    `WeightScheduler.early_stop(term, fraction, epochs)`.
+
+        keras_kd.callbacks.WeightEarlyStop("kd_loss", fraction=0.5)  # KD for the first half of fit's epochs
+
+    Args:
+        term: a term name of the Distiller (`distiller.term_weights`) or
+            "student_loss".
+        fraction: the share of the run with the term on, in (0, 1].
+        epochs: the run's length; None takes `fit`'s `epochs` when
+            training starts.
+        weight: the weight while on (>= 0); None takes the term's
+            configured weight (`Term.weight`, or the Distiller's
+            `student_loss_weight`) when training starts.
+    """
+
+    def __init__(self, term, fraction, epochs=None, weight=None):
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ValueError(f"`fraction` must be a number in (0, 1]. Received: fraction={fraction!r}")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+            raise ValueError(f"`epochs` must be a positive integer or None. Received: epochs={epochs!r}")
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
+            raise ValueError(f"`weight` must be None or a number >= 0. Received: weight={weight!r}")
+        self.fraction, self.run_epochs = float(fraction), epochs
+        self.weight = None if weight is None else float(weight)
+        stop = warmup_epochs(self.fraction, epochs) if epochs else 1
+        super().__init__(term, "step", start=self.weight or 0.0, step_size=stop, gamma=0.0)
+
+    @property
+    def stop_epoch(self):
+        """The last epoch (counted from 1) with the term on."""
+        return self.step_size
+
+    def on_train_begin(self, logs=None):
+        epochs = self.run_epochs or (self.params or {}).get("epochs")
+        if not epochs:
+            raise ValueError(f"WeightEarlyStop for {self.term!r} needs `epochs`: fit(epochs=...) did not give it.")
+        self.step_size = warmup_epochs(self.fraction, epochs)
+        self.variables()  # a clear error for an unknown term
+        if self.weight is not None:
+            self.start = self.weight
+        elif self.term == "student_loss":
+            self.start = float(self.model.student_loss_weight)
+        else:
+            self.start = float(next(term.weight for term in self.model.terms if term.name == self.term))
+        super().on_train_begin(logs)
+
+    def get_config(self):
+        return {"term": self.term, "fraction": self.fraction, "epochs": self.run_epochs, "weight": self.weight}
+
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class TeacherCheckpoints(keras.callbacks.Callback):
+    """Saves the model being trained, usually a teacher, as `.keras` files
+    at chosen epochs, to distil later from an early-stopped teacher (Cho &
+    Hariharan, "On the Efficacy of Knowledge Distillation", ICCV 2019: a
+    teacher stopped early in its training is often the better teacher for
+    a small student, although it is less accurate).
+
+        teacher.fit(train, epochs=60, callbacks=[keras_kd.callbacks.TeacherCheckpoints([15, 30], "ckpt")])
+        early = keras.saving.load_model("ckpt/teacher_epoch15.keras", compile=False)
+
+    `<folder>/<prefix>_epoch<e>.keras` is written at the end of epoch `e`,
+    counted from 1 as Keras prints it (with `initial_epoch`, the absolute
+    epoch). With a `Distiller` (or any model with a `student`) the student
+    is saved. `paths` maps each saved epoch to its file; epochs the run
+    does not reach are not saved, and a warning names them when `fit` ends.
+
+    Args:
+        epochs: an int >= 1 or a non-empty list of them.
+        folder: where the files go (created if missing).
+        prefix: the start of each file name.
+    """
+
+    def __init__(self, epochs, folder=".", prefix="teacher"):
+        super().__init__()
+        values = [epochs] if not isinstance(epochs, (list, tuple)) else list(epochs)
+        bad = [e for e in values if isinstance(e, bool) or not isinstance(e, int) or e < 1]
+        if not values or bad:
+            raise ValueError(f"`epochs` must be an int >= 1 or a non-empty list of them. Received: epochs={epochs!r}")
+        if not isinstance(prefix, str) or not prefix or "/" in prefix:
+            raise ValueError(f"`prefix` must be a non-empty file-name prefix. Received: prefix={prefix!r}")
+        self.epochs = sorted(set(values))
+        self.folder = str(folder)
+        self.prefix = prefix
+        self.paths = {}
+
+    def path(self, epoch):
+        import os
+
+        return os.path.join(self.folder, f"{self.prefix}_epoch{epoch}.keras")
+
+    def on_epoch_end(self, epoch, logs=None):
+        import os
+
+        if epoch + 1 in self.epochs:
+            os.makedirs(self.folder, exist_ok=True)
+            getattr(self.model, "student", self.model).save(self.path(epoch + 1))
+            self.paths[epoch + 1] = self.path(epoch + 1)
+
+    def on_train_end(self, logs=None):
+        missing = [e for e in self.epochs if e not in self.paths]
+        if missing:
+            import warnings
+
+            warnings.warn(f"TeacherCheckpoints: training ended before epochs {missing}; no file for them.", stacklevel=2)
+
+    def get_config(self):
+        return {"epochs": self.epochs, "folder": self.folder, "prefix": self.prefix}
 
     @classmethod
     def from_config(cls, config):

@@ -29,6 +29,11 @@ def _distill_parser(subparsers):
     parser.add_argument("--data-dir", help="folder with <dataset>.npz (or $KERAS_KD_DATA_DIR)")
     parser.add_argument("--teacher", help="a .keras file or a zoo model name (keras-kd models)")
     parser.add_argument("--student", help="a zoo model name")
+    parser.add_argument(
+        "--assistant",
+        help="teacher assistant(s) between teacher and student (TAKD): zoo names or .keras files, largest first, "
+        "joined by ','; each is distilled from the model before it with the same method and epochs",
+    )
     parser.add_argument("--method", help="a method (keras-kd methods) or several joined by '+', e.g. kd+at")
     parser.add_argument("--epochs", type=int, help="epochs of each student")
     parser.add_argument("--teacher-epochs", type=int, help="epochs of the teacher (default: --epochs)")
@@ -70,7 +75,7 @@ def build_parser():
     export.set_defaults(handler=_export)
 
     methods = subparsers.add_parser(
-        "methods", help="list every method and training scheme with its paper and default constants"
+        "methods", help="list every method and training scheme with its paper, default constants and schedule"
     )
     methods.set_defaults(handler=_methods)
 
@@ -165,6 +170,13 @@ def _methods(args):
             f"{'':<10} weight {info['weight']}, supervised weight {info['student_loss_weight']}"
             f"{', ' + constants if constants else ''}; features: {info['features']}"
         )
+        combined = (info["combined_weight"], info["combined_student_loss_weight"])
+        if combined != (info["weight"], info["student_loss_weight"]):
+            print(
+                f"{'':<10} combined with other methods (e.g. kd+at): weight {combined[0]}, "
+                f"supervised weight {combined[1]}"
+            )
+        print(f"{'':<10} schedule: {info['schedule']}")
     print("\ntraining schemes (keras_kd.recipes.scheme(name, ...)):")
     for name in recipes.scheme_names():
         info = recipes.describe_scheme(name)

@@ -7,8 +7,11 @@ Stages: teacher (train a zoo model, or load a `.keras` file), scratch
 student (the same student trained on labels alone with the same budget),
 distilled student, evaluation of all three, TFLite export of the distilled
 student, then the run folder: `report.json`, `report.md`, the models and the
-plots. Every stage writes its files as it finishes, so an interrupted run
-keeps what was done (and `report.json` says where it stopped).
+plots. With `assistant`, the student learns through teacher assistants
+(TAKD, Mirzadeh et al. 2020): each is distilled from the model before it
+with the same method and epochs, and reported as a stage of its own.
+Every stage writes its files as it finishes, so an interrupted run keeps
+what was done (and `report.json` says where it stopped).
 """
 
 import dataclasses
@@ -47,6 +50,8 @@ class DistillConfig:
     data_dir: str = None
     teacher: str = None  # a zoo name or a .keras file
     student: str = None  # a zoo name
+    # Teacher assistant(s) between them (TAKD): zoo names or .keras files, largest first, joined by ",".
+    assistant: str = None
     method: str = "kd"  # a recipe name, or several joined by "+" (e.g. "kd+at")
     epochs: int = None
     teacher_epochs: int = None  # defaults to `epochs`
@@ -94,6 +99,20 @@ class DistillConfig:
                 f"Unknown teacher {self.teacher!r}: give a .keras file or a zoo model. "
                 f"Available models: {models.names()}"
             )
+        for name in self.assistants:
+            if not name.endswith(".keras") and name not in models.names():
+                raise ValueError(
+                    f"Unknown assistant {name!r}: give a .keras file or a zoo model. Available models: {models.names()}"
+                )
+
+    @property
+    def assistants(self):
+        """The teacher assistants, largest first (none without `assistant`)."""
+        if self.assistant is None:
+            return []
+        if not isinstance(self.assistant, str):
+            raise ValueError(f"`assistant` must be a string (names joined by ','). Received: assistant={self.assistant!r}")
+        return [name.strip() for name in self.assistant.split(",") if name.strip()]
 
     @property
     def methods(self):
@@ -124,22 +143,22 @@ def _log(message):
     print(message, flush=True)
 
 
-def load_teacher(path, data):
-    """Loads a teacher file and checks it fits `data`'s inputs and classes."""
+def load_teacher(path, data, role="teacher"):
+    """Loads a teacher (or assistant, `role`) file and checks it fits `data`'s inputs and classes."""
     try:
         teacher = keras.saving.load_model(path, compile=False)
     except Exception as error:
-        raise ValueError(f"Could not load the teacher from {path!r}: {error}") from error
+        raise ValueError(f"Could not load the {role} from {path!r}: {error}") from error
     output_shape = tuple(teacher.outputs[0].shape)
     if output_shape[-1] != data.num_classes:
         raise ValueError(
-            f"Teacher {path!r} outputs {output_shape[-1]} classes, but dataset {data.name!r} has "
+            f"{role.capitalize()} {path!r} outputs {output_shape[-1]} classes, but dataset {data.name!r} has "
             f"{data.num_classes} classes."
         )
     input_shape = tuple(teacher.inputs[0].shape[1:])
     if input_shape != tuple(data.input_shape):
         raise ValueError(
-            f"Teacher {path!r} takes inputs of shape {input_shape}, but dataset {data.name!r} has "
+            f"{role.capitalize()} {path!r} takes inputs of shape {input_shape}, but dataset {data.name!r} has "
             f"images of shape {tuple(data.input_shape)}."
         )
     return teacher
@@ -157,19 +176,13 @@ def check_logits(teacher, data):
         )
 
 
-def build_terms(config, teacher, student):
-    """The terms of `config.method` (recipes, layers from the naming
-    convention) and the supervised weight (the smallest recipe's)."""
-    terms = []
-    for name in config.methods:
-        recipe = recipes.get_recipe(name)
-        kwargs = {}
-        if config.temperature is not None and "temperature" in recipe.loss_kwargs:
-            kwargs["temperature"] = float(config.temperature)
-        teacher_layers, student_layers = recipes.layers_for(name, teacher, student)
-        terms += recipes.get(name, teacher_layers, student_layers, teacher=teacher, **kwargs)
-    weight = min(recipes.student_loss_weight(name) for name in config.methods)
-    return terms, weight
+def build_terms(config, teacher, student, num_data=None):
+    """`recipes.combined` for `config.method`: the terms (layers from the
+    naming convention), the supervised weight and the schedule callbacks
+    (DKD's and ReviewKD's warm-up over `config.epochs`)."""
+    return recipes.combined(
+        config.methods, teacher, student, temperature=config.temperature, epochs=config.epochs, num_data=num_data
+    )
 
 
 def _optimizer(config, steps_per_epoch, epochs):
@@ -234,6 +247,18 @@ class _Run:
         (self.folder / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
 
 
+def _load(config, index=False):
+    return datasets.load(
+        config.dataset,
+        batch_size=config.batch_size,
+        data_dir=config.data_dir,
+        augment=config.augment,
+        seed=config.seed,
+        limit=config.limit,
+        index=index,
+    )
+
+
 def run(config):
     """Runs the job for `config` (a `DistillConfig`); returns the report dict.
 
@@ -242,14 +267,7 @@ def run(config):
     interrupt propagates.
     """
     keras.utils.set_random_seed(config.seed)
-    data = datasets.load(
-        config.dataset,
-        batch_size=config.batch_size,
-        data_dir=config.data_dir,
-        augment=config.augment,
-        seed=config.seed,
-        limit=config.limit,
-    )
+    data = _load(config)
     if config.teacher.endswith(".keras"):
         if not os.path.exists(config.teacher):
             raise FileNotFoundError(f"No teacher file at {config.teacher!r}.")
@@ -308,16 +326,24 @@ def _stages(config, data, teacher, job):
     job.report["models"]["scratch"] = _model_entry(scratch, config.student, accuracy(scratch, x_test, y_test))
     job.finish_stage("scratch student", start, accuracy=job.report["models"]["scratch"]["accuracy"])
 
-    start = job.stage(3, "distillation", f"{config.method} into {config.student} ({config.epochs} epochs)")
+    through = f" through assistant(s) {', '.join(Path(a).name for a in config.assistants)}" if config.assistants else ""
+    start = job.stage(3, "distillation", f"{config.method} into {config.student}{through} ({config.epochs} epochs)")
     keras.utils.set_random_seed(config.seed + 1)
     student = models.get(config.student, data.input_shape, data.num_classes, name="student")
-    terms, student_loss_weight = build_terms(config, teacher, student)
+    if config.assistants:  # TAKD: the student learns from the last assistant
+        teacher = _assistant_stages(config, data, teacher, job, loss, fit)
+        start = time.time()
+    terms, student_loss_weight, schedule = build_terms(config, teacher, student, num_data=data.num_train)
     distiller = Distiller(teacher, student, terms, student_loss_weight=student_loss_weight)
     recipes.pretrain(distiller, data.numpy("train")[0])
     distiller.compile(_optimizer(config, steps, config.epochs), loss, metrics=["accuracy"])
-    job.report["histories"]["distilled"] = _history(distiller.fit(data.train, epochs=config.epochs, **fit))
+    # CRD's memory is indexed by example: the same batches, carrying each example's position.
+    train = _load(config, index=True).train if recipes.needs_index(config.methods) else data.train
+    history = distiller.fit(train, epochs=config.epochs, callbacks=schedule, **fit)
+    job.report["histories"]["distilled"] = _history(history)
     student.save(job.add_file("student", folder / "student.keras"))
     job.report["models"]["distilled"] = _model_entry(student, config.student, accuracy(student, x_test, y_test))
+    warmups = {c.term: f"linear warm-up over epochs 1-{c.epochs} of {config.epochs}" for c in schedule}
     job.report["terms"] = [
         {
             "name": term.name,
@@ -326,6 +352,7 @@ def _stages(config, data, teacher, job):
             "teacher_layer": term.teacher_layer,
             "student_layer": term.student_layer,
             "config": json.loads(json.dumps(term.loss.get_config(), default=str)),
+            "schedule": warmups.get(term.name, "constant"),
         }
         for term in distiller.terms
     ]
@@ -356,6 +383,41 @@ def _stages(config, data, teacher, job):
     job.finish_stage("report", start)
     _log("\n" + report.table(job.report))
     _log(f"\nRun folder: {folder}")
+
+
+def _assistant_stages(config, data, teacher, job, loss, fit):
+    """The teacher-assistant chain of Mirzadeh et al. (AAAI 2020), as
+    `keras_kd.schemes.TeacherAssistant` (`dense=False`): each assistant is
+    distilled from the model before it (the teacher first) with the
+    student's method, optimizer and epochs, then saved (`assistant<i>.keras`),
+    evaluated and reported as a stage of its own. Returns the last
+    assistant, the student's teacher."""
+    x_test, y_test = data.numpy("test")
+    steps = int(np.ceil(data.num_train / config.batch_size))
+    mentor, mentor_key = teacher, "teacher"
+    for i, name in enumerate(config.assistants, 1):
+        key = f"assistant{i}"
+        start = time.time()
+        _log(f"      {key}: distilling the {mentor_key} into {Path(name).name} ({config.epochs} epochs)")
+        keras.utils.set_random_seed(config.seed + 1 + i)
+        if name.endswith(".keras"):  # its architecture and starting weights
+            if not os.path.exists(name):
+                raise FileNotFoundError(f"No assistant file at {name!r}.")
+            assistant = load_teacher(name, data, role="assistant")
+            assistant.trainable = True
+        else:
+            assistant = models.get(name, data.input_shape, data.num_classes, name=key)
+        terms, weight, schedule = build_terms(config, mentor, assistant)
+        distiller = Distiller(mentor, assistant, terms, student_loss_weight=weight)
+        recipes.pretrain(distiller, data.numpy("train")[0])
+        distiller.compile(_optimizer(config, steps, config.epochs), loss, metrics=["accuracy"])
+        history = distiller.fit(data.train, epochs=config.epochs, callbacks=schedule, **fit)
+        job.report["histories"][key] = _history(history)
+        assistant.save(job.add_file(key, job.folder / f"{key}.keras"))
+        job.report["models"][key] = _model_entry(assistant, name, accuracy(assistant, x_test, y_test))
+        job.finish_stage(key, start, teacher=mentor_key, accuracy=job.report["models"][key]["accuracy"])
+        mentor, mentor_key = assistant, key
+    return mentor
 
 
 def _model_entry(model, architecture, test_accuracy):

@@ -18,11 +18,20 @@ logged on its own. OFD (authors' code) weighs its per-stage terms
 `1e-3 * 2^(i - n)` (`Recipe.layer_decay`) and reads per-channel margins from
 the teacher's BatchNorms (`Recipe.from_teacher`), so `get("ofd", ...)` takes
 `teacher=`; Gram matching has no published setting (its weight is ours).
+
+A recipe also carries its schedule (`Recipe.warmup`): DKD and ReviewKD ramp
+their weight up linearly over the first 20 of 240 epochs (mdistiller),
+which `recipes.distiller` applies in `fit` over the same share of the run
+(`callbacks`, a `keras_kd.callbacks.WeightWarmUp` per term). Several methods
+train together as `distiller("kd+at", ...)` or `combined(["kd", "at"], ...)`,
+weighted as the CRD benchmark combines them (see `combined`).
 """
 
+import collections
 import dataclasses
 
 from keras_kd import losses
+from keras_kd.callbacks import WeightWarmUp
 from keras_kd.distiller import Distiller
 from keras_kd.term import Term
 
@@ -48,6 +57,38 @@ class Recipe:
     # (teacher model, teacher layer name) -> loss kwargs read from the teacher
     # (OFD's margins); `get` then needs the teacher.
     from_teacher: object = None
+    # (warm-up epochs, epochs) of the published run, e.g. (20, 240): the weight ramps up linearly over the
+    # same share of any run (`keras_kd.callbacks.WeightWarmUp`); None trains at a constant weight.
+    warmup: tuple = None
+    # Term and supervised weight when combined with other methods (`combined`); None keeps `weight` and
+    # `student_loss_weight`.
+    combined_weight: float = None
+    combined_student_loss_weight: float = None
+    # () -> the augmentation `distiller` gives the Distiller (applied once per batch to teacher and student alike).
+    augmentation: object = None
+
+    @property
+    def warmup_fraction(self):
+        """The share of the run the weight warms up over, or None."""
+        return None if self.warmup is None else self.warmup[0] / self.warmup[1]
+
+
+def _function_matching_mixup():
+    """Function matching (Beyer et al., "Knowledge distillation: A good
+    teacher is patient and consistent", CVPR 2022): the teacher and the
+    student see the same aggressively augmented view of each image, the
+    student matches the teacher's outputs with KL at T=1 and no label loss,
+    for long schedules. The authors' ImageNet run (big_vision
+    `configs/proj/distill/bit_i1k.py`): mixup `p=1.0, n=2` (a uniform
+    Beta(1, 1) ratio, one per batch, each image mixed with its neighbour)
+    on Inception crops and flips, `distance='kl', t=1.0`, Adam lr 0.03,
+    weight decay 3e-4, gradient clipping 1.0, cosine decay after 5000
+    warm-up steps, batch 4096, 1200 epochs ("a good middle ground"; the
+    paper goes to 9600). The recipe gives the loss and the mixup; crops,
+    optimizer and the length of the schedule are the caller's."""
+    from keras_kd.augmentation import MixUp
+
+    return MixUp(alpha=1.0)
 
 
 def _ofd_margins(teacher, layer):
@@ -56,7 +97,26 @@ def _ofd_margins(teacher, layer):
 
 
 RECIPES = {
-    "kd": Recipe(losses.KDLoss, 0.9, 0.1, "logits", loss_kwargs={"temperature": 4.0}),
+    "function_matching": Recipe(
+        losses.KDLoss,
+        1.0,
+        0.0,
+        "logits",
+        loss_kwargs={"temperature": 1.0},
+        augmentation=_function_matching_mixup,
+        source="Beyer et al. 2022, function matching (big_vision configs/proj/distill/bit_i1k.py: mixup p=1.0 on "
+        "both models, distance kl t=1.0, no label loss); long schedules are the caller's",
+    ),
+    # Combined with another method: RepDistiller's CRD+KD `-r 1 -a 1 -b 0.8` (KD's weight `-a` 1, CE `-r` 1).
+    "kd": Recipe(
+        losses.KDLoss,
+        0.9,
+        0.1,
+        "logits",
+        loss_kwargs={"temperature": 4.0},
+        combined_weight=1.0,
+        combined_student_loss_weight=1.0,
+    ),
     "logit_mse": Recipe(losses.LogitMSELoss, 1.0, 0.0, "logits", source="Ba & Caruana 2014 (logit regression alone)"),
     "dkd": Recipe(
         losses.DKDLoss,
@@ -64,7 +124,8 @@ RECIPES = {
         1.0,
         "logits",
         loss_kwargs={"alpha": 1.0, "beta": 8.0, "temperature": 4.0},
-        source="mdistiller configs/cifar100/dkd (20-epoch linear warm-up of the weight)",
+        source="mdistiller configs/cifar100/dkd (DKD.WARMUP 20 of SOLVER.EPOCHS 240: linear warm-up of the weight)",
+        warmup=(20, 240),
     ),
     "dist": Recipe(
         losses.DISTLoss,
@@ -113,7 +174,8 @@ RECIPES = {
         on="feature_list",
         points="stages_and_embedding",
         source="ReviewKD CIFAR-100/script/reviewKD.sh and mdistiller configs/cifar100/reviewkd.yaml, resnet32x4 -> "
-        "resnet8x4 (20-epoch linear warm-up of the weight)",
+        "resnet8x4 (REVIEWKD.WARMUP_EPOCHS 20 of 240: linear warm-up of the weight)",
+        warmup=(20, 240),
     ),
 }
 
@@ -128,6 +190,22 @@ def get_recipe(name):
     if name not in RECIPES:
         raise ValueError(f"Unknown method {name!r}. Available methods: {names()}")
     return RECIPES[name]
+
+
+def _method_names(spec):
+    """The methods of `spec` (one name, several joined by "+" or a list), each checked and given once."""
+    methods = spec.split("+") if isinstance(spec, str) else spec
+    if not isinstance(methods, (list, tuple)) or not all(isinstance(n, str) for n in methods):
+        raise ValueError(f"Give a method name, several joined by '+' or a list of names. Received: {spec!r}")
+    methods = [n.strip() for n in methods]
+    if not methods or "" in methods:
+        raise ValueError(f"An empty method name in {spec!r}. Available methods: {names()}")
+    for name in methods:
+        get_recipe(name)
+    repeated = sorted({n for n in methods if methods.count(n) > 1})
+    if repeated:
+        raise ValueError(f"Method(s) {repeated} given more than once in {spec!r}.")
+    return methods
 
 
 def _as_list(layers):
@@ -216,7 +294,22 @@ def describe(name):
         "features": features,
         "connector": recipe.connector,
         "source": recipe.source,
+        "schedule": schedule(name),
+        "combined_weight": _combined(recipe)[0],
+        "combined_student_loss_weight": _combined(recipe)[1],
     }
+
+
+def schedule(name):
+    """Method `name`'s weight schedule in words: "constant", or its warm-up."""
+    recipe = get_recipe(name)
+    if recipe.warmup is None:
+        return "constant"
+    warm, total = recipe.warmup
+    return (
+        f"linear warm-up over the first {100 * warm / total:.1f}% of epochs ({warm} of {total} in the paper), "
+        "then constant"
+    )
 
 
 def layers_for(name, teacher, student):
@@ -295,8 +388,122 @@ def _pair_stages(teacher, teacher_layers, student, student_layers):
 
 
 def student_loss_weight(name):
-    """The published weight of the supervised loss for method `name`."""
-    return get_recipe(name).student_loss_weight
+    """The published weight of the supervised loss for method `name`, or
+    of several combined ("kd+at" or a list; the rule of `combined`)."""
+    methods = _method_names(name)
+    if len(methods) == 1:
+        return get_recipe(methods[0]).student_loss_weight
+    return max(_combined(get_recipe(method))[1] for method in methods)
+
+
+def _combined(recipe):
+    """(term weight, supervised weight) of `recipe` in a combination."""
+    weight = recipe.weight if recipe.combined_weight is None else recipe.combined_weight
+    supervised = recipe.student_loss_weight
+    if recipe.combined_student_loss_weight is not None:
+        supervised = recipe.combined_student_loss_weight
+    return weight, supervised
+
+
+Combination = collections.namedtuple("Combination", ["terms", "student_loss_weight", "callbacks"])
+
+
+def needs_index(names):
+    """Whether any of methods `names` keeps a memory row per training
+    example (CRD): its `Distiller` must be fit on batches that carry each
+    example's position (`keras_kd.datasets.with_index`, or
+    `datasets.load(..., index=True)`) and built with `num_data=`."""
+    return any(get_recipe(name).loss.requires_index for name in _method_names(names))
+
+
+def combined(names, teacher, student, temperature=None, epochs=None, num_data=None):
+    """Terms, supervised weight and schedule of several methods trained
+    together, e.g. `combined("kd+at", teacher, student)`.
+
+    RepDistiller's `train_student.py` sums `-r` x cross-entropy, `-a` x KD
+    and `-b` x the method's term; its one published combination, CRD+KD, is
+    `-r 1 -a 1 -b 0.8` (`scripts/run_cifar_distill.sh`; KD alone is
+    `-r 0.1 -a 0.9`, CRD alone `-r 1 -a 0 -b 0.8`). The rule:
+
+    - each method's terms keep its recipe's weight (its `-b`), except a
+      recipe with a `combined_weight`: KD's `-a 1`;
+    - the supervised weight is the largest of the methods' (their
+      `combined_student_loss_weight` where given: KD's `-r 1`). Every method
+      that trains on labels keeps `-r 1` alongside another (RepDistiller;
+      DKD and DIST use cross-entropy weight 1), and a label-free one
+      (`logit_mse`, 0) does not switch the labels off for the others;
+    - each method keeps its schedule: `callbacks` holds a
+      `keras_kd.callbacks.WeightWarmUp` per DKD or ReviewKD term.
+
+    A single method is its own recipe (`get`, `student_loss_weight`). The
+    layers come from `layers_for` (the `keras_kd.models` naming convention).
+
+    Args:
+        names: methods joined by "+" ("kd+at") or a list.
+        teacher, student: the models.
+        temperature: overrides the softmax temperature of the methods that
+            have one (KD, DKD, DIST).
+        epochs: the run's length, for the warm-ups; None takes `fit`'s.
+        num_data: the number of training examples, for methods that keep a
+            memory row per example (CRD; see `needs_index`).
+
+    Returns:
+        `Combination(terms, student_loss_weight, callbacks)`.
+    """
+    methods = _method_names(names)
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0
+    ):
+        raise ValueError(f"`temperature` must be a positive number. Received: temperature={temperature!r}")
+    terms = []
+    for method in methods:
+        recipe = get_recipe(method)
+        kwargs = {}
+        if temperature is not None and "temperature" in recipe.loss_kwargs:
+            kwargs["temperature"] = float(temperature)
+        if len(methods) > 1 and recipe.combined_weight is not None:
+            kwargs["weight"] = recipe.combined_weight
+        if recipe.loss.requires_index:
+            kwargs["num_data"] = num_data
+        teacher_layers, student_layers = layers_for(method, teacher, student)
+        terms += get(method, teacher_layers, student_layers, teacher=teacher, **kwargs)
+    return Combination(terms, student_loss_weight(methods), _warmups(methods, terms, epochs))
+
+
+def callbacks(names, distiller, epochs=None):
+    """The callbacks that apply the schedule of methods `names` ("dkd",
+    "kd+dkd" or a list) to `distiller`'s terms: a
+    `keras_kd.callbacks.WeightWarmUp` to the term's weight for every term
+    of a method with a warm-up (DKD and ReviewKD: the first 20 of 240
+    epochs in the papers, the same share of this run); none for methods
+    trained at a constant weight.
+
+    `recipes.distiller` sets them as `distiller.schedule_callbacks`, which
+    `Distiller.fit` applies (a `WeightScheduler` passed to `fit` for the
+    same term replaces it); pass them to `fit` yourself for a Distiller
+    built from `get`'s terms.
+
+    Args:
+        names: the methods.
+        distiller: the `keras_kd.Distiller` (its terms, as it named them).
+        epochs: the run's length; None takes `fit`'s `epochs`.
+    """
+    if not isinstance(getattr(distiller, "terms", None), list):
+        raise ValueError(f"`distiller` must be a keras_kd.Distiller. Received: distiller={distiller!r}")
+    return _warmups(_method_names(names), distiller.terms, epochs)
+
+
+def _warmups(methods, terms, epochs=None):
+    warmups = []
+    for method in methods:
+        recipe = get_recipe(method)
+        if recipe.warmup is not None:
+            warmups += [
+                WeightWarmUp(term.name, term.weight, recipe.warmup_fraction, epochs)
+                for term in terms
+                if isinstance(term.loss, recipe.loss)
+            ]
+    return warmups
 
 
 def pretrain(distiller, x, epochs=10, batch_size=256):
@@ -327,12 +534,38 @@ def pretrain(distiller, x, epochs=10, batch_size=256):
 
 
 def distiller(name, teacher, student, teacher_layers=None, student_layers=None, **kwargs):
-    """A `Distiller` with method `name`'s terms and supervised weight; the
-    layers default to `layers_for(name, teacher, student)`."""
-    if teacher_layers is None and student_layers is None:
-        teacher_layers, student_layers = layers_for(name, teacher, student)
-    terms = get(name, teacher_layers, student_layers, teacher=teacher, **kwargs)
-    return Distiller(teacher, student, terms, student_loss_weight=student_loss_weight(name))
+    """A `Distiller` with method `name`'s terms, supervised weight and
+    schedule; the layers default to `layers_for(name, teacher, student)`.
+
+    `name` may join several methods ("kd+at", or a list): `combined` builds
+    them (layers from the naming convention; `temperature=` the one
+    override). The schedule (DKD's and ReviewKD's warm-up, `callbacks`) is
+    `distiller.schedule_callbacks`, which `fit` applies over its `epochs`;
+    set it to `[]` to train at constant weights.
+    """
+    methods = _method_names(name)
+    if len(methods) > 1:
+        if teacher_layers is not None or student_layers is not None:
+            raise ValueError(
+                f"Combined methods {methods} take their layers from the naming convention (`layers_for`). "
+                "For other layers build the terms with recipes.get and a keras_kd.Distiller."
+            )
+        combination = combined(methods, teacher, student, **kwargs)
+        model = Distiller(teacher, student, combination.terms, student_loss_weight=combination.student_loss_weight)
+    else:
+        if teacher_layers is None and student_layers is None:
+            teacher_layers, student_layers = layers_for(methods[0], teacher, student)
+        terms = get(methods[0], teacher_layers, student_layers, teacher=teacher, **kwargs)
+        augmentation = get_recipe(methods[0]).augmentation
+        model = Distiller(
+            teacher,
+            student,
+            terms,
+            student_loss_weight=student_loss_weight(methods[0]),
+            augmentation=augmentation() if augmentation else None,
+        )
+    model.schedule_callbacks = callbacks(methods, model)
+    return model
 
 
 # ---------------------------------------------------------------- schemes
@@ -394,6 +627,20 @@ def _scheme_recipes():
             trains="teacher -> equal-or-larger noised students (dropout 0.5, stochastic depth 0.2), in rounds",
             source="Xie et al. 2020, google-research/noisystudent (ImageNet: soft labels at T=1, --min_threshold=0.3, "
             "class balancing, 3 rounds)",
+        ),
+        "teacher_assistant": SchemeRecipe(
+            schemes.TeacherAssistant,
+            trains="teacher -> assistant(s) -> student, each stage distilled from the one before, same terms and epochs",
+            source="Mirzadeh et al. 2020 (TAKD); their code searches T in {1, 2, 5, 10, 15, 20} and lambda in "
+            "[0.05, 1] per stage (no single published value), so the stages use the kd recipe (T=4, 0.9 KD + 0.1 CE)",
+        ),
+        "dgkd": SchemeRecipe(
+            schemes.TeacherAssistant,
+            constants={"dense": True, "drop_count": 1},
+            trains="teacher -> assistant(s) -> student, each model taught by every larger one, one teacher dropped "
+            "per mini-batch",
+            source="Son et al. 2021 (DGKD): stochastic teaching drops a teacher or teacher assistant per mini-batch; "
+            "the kd recipe per teacher, summed",
         ),
     }
 

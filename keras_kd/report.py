@@ -29,10 +29,26 @@ def versions():
 
 
 def _rows(report):
-    for key, label in ROWS:
-        entry = report.get("models", {}).get(key)
+    models = report.get("models", {})
+    # Teacher assistants (`keras-kd distill --assistant`) between the teacher and the students, in chain order.
+    assistants = sorted((key for key in models if key.startswith("assistant")), key=lambda key: int(key[9:] or 0))
+    for key, label in (ROWS[0], *((key, f"assistant {key[9:]}") for key in assistants), *ROWS[1:]):
+        entry = models.get(key)
         if entry:
             yield key, label, entry
+
+
+def gap_closed(models):
+    """(distilled - scratch) / (teacher - scratch): the share of the
+    teacher's lead over the scratch student that distillation recovered
+    (1 = the teacher's accuracy, 0 = none, negative = worse than scratch).
+    None when the teacher is not better than the scratch student."""
+    if not all(key in models for key in ("teacher", "scratch", "distilled")):
+        return None
+    lead = models["teacher"]["accuracy"] - models["scratch"]["accuracy"]
+    if lead <= 0:
+        return None
+    return (models["distilled"]["accuracy"] - models["scratch"]["accuracy"]) / lead
 
 
 def table(report):
@@ -45,6 +61,9 @@ def table(report):
     if "scratch" in models and "distilled" in models:
         gain = 100 * (models["distilled"]["accuracy"] - models["scratch"]["accuracy"])
         lines.append(f"distillation gain over scratch: {gain:+.2f} points")
+        closed = gap_closed(models)
+        if closed is not None:
+            lines.append(f"share of the teacher-scratch gap closed: {closed:.0%}")
     if "tflite" in report:
         tflite = report["tflite"]
         lines.append(
@@ -63,7 +82,13 @@ def write_markdown(report, path):
         f"{data.get('num_train')} train / {data.get('num_test')} test examples, "
         f"{data.get('num_classes')} classes. Seed {config['seed']}, {config['epochs']} epochs "
         f"(teacher {config['teacher_epochs']}), batch {config['batch_size']}, Adam {config['learning_rate']} "
-        "with cosine decay.",
+        "with cosine decay."
+        + (
+            f" The student learned through teacher assistant(s) {config['assistant']} (TAKD: each distilled from "
+            "the model before it with the same method and epochs)."
+            if config.get("assistant")
+            else ""
+        ),
         "",
         "| model | architecture | params | test accuracy |",
         "|---|---|---:|---:|",
@@ -81,7 +106,8 @@ def write_markdown(report, path):
             layers = (
                 f" on {term['teacher_layer']} -> {term['student_layer']}" if term["teacher_layer"] else " on outputs"
             )
-            lines.append(f"- `{term['name']}`: {term['loss']}, weight {term['weight']}{layers}")
+            warmup = f", {term['schedule']}" if term.get("schedule", "constant") != "constant" else ""
+            lines.append(f"- `{term['name']}`: {term['loss']}, weight {term['weight']}{warmup}{layers}")
     lines += ["", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {name} | {stage['seconds']:.1f} |" for name, stage in report["stages"].items()]
     images = [name for name in report.get("files", {}).values() if name.endswith(".png")]
@@ -158,7 +184,7 @@ def plot_accuracy_vs_size(report, path):
             entry["params"],
             100 * entry["accuracy"],
             s=120 if key == "distilled" else 60,
-            marker=markers[key],
+            marker=markers.get(key, "D"),
             label=f"{label} ({entry['architecture']})",
         )
     axis.set_xscale("log")

@@ -135,7 +135,10 @@ def test_every_distill_option(finished_run, tmp_path):
     assert losses[0] == "KDLoss" and set(losses[1:]) == {"AttentionTransferLoss"}
     assert report["terms"][0]["config"]["temperature"] == 2.0
     assert len(losses) == 1 + len(models.feature_layers(models.get("cnn_small", (8, 8, 1), 10))["stages"])
-    assert report["student_loss_weight"] == min(recipes.student_loss_weight(n) for n in ("kd", "at"))
+    # recipes.combined: RepDistiller's KD combination (-r 1 -a 1), AT at its -b 1000.
+    assert report["student_loss_weight"] == recipes.student_loss_weight("kd+at") == 1.0
+    assert [term["weight"] for term in report["terms"]] == [1.0] + [1000.0] * (len(losses) - 1)
+    assert {term["schedule"] for term in report["terms"]} == {"constant"}
     student = keras.saving.load_model(output / "student.keras")
     assert student.name == "student"
     assert report["models"]["teacher"]["architecture"] == "teacher.keras"
@@ -212,6 +215,32 @@ def test_methods_and_models_list_everything(capsys):
     assert cli.main(["models"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in models.names())
+
+
+def test_methods_show_each_schedule(capsys):
+    assert cli.main(["methods"]) == 0
+    out = capsys.readouterr().out.split("\ntraining schemes")[0]
+    schedules, method = {}, None
+    for line in out.splitlines():  # a method's first line starts with its name, the rest are indented
+        if line and not line[0].isspace():
+            method = line.split()[0]
+        elif "schedule: " in line:
+            schedules[method] = line.split("schedule: ", 1)[1]
+    warm = "linear warm-up over the first 8.3% of epochs (20 of 240 in the paper), then constant"
+    assert schedules == {name: warm if name in ("dkd", "reviewkd") else "constant" for name in recipes.names()}
+    assert "combined with other methods (e.g. kd+at): weight 1.0, supervised weight 1.0" in out
+
+
+def test_distill_applies_and_records_the_dkd_warm_up(tmp_path):
+    # 18 epochs: DKD's 20 of 240 is 1.5, rounded up to 2 warm-up epochs.
+    status, output = distill(tmp_path, "--method", "dkd+at", "--epochs", "18", "--teacher-epochs", "1")
+    assert status == 0
+    report = read_report(output)
+    schedules = {term["name"]: term["schedule"] for term in report["terms"]}
+    assert schedules.pop("dkd_loss") == "linear warm-up over epochs 1-2 of 18"
+    assert set(schedules.values()) == {"constant"}
+    assert report["histories"]["distilled"]["dkd_loss_weight"] == [0.5] + [1.0] * 17
+    assert "linear warm-up over epochs 1-2 of 18" in (output / "report.md").read_text()
 
 
 @pytest.mark.parametrize(

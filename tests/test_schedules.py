@@ -136,3 +136,15 @@ def test_schedulers_serialize(callback):
     config = callback.get_config()
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(callback))
     assert type(restored) is type(callback) and restored.get_config() == config
+
+
+def test_weight_warm_up_round_trips_and_sizes_itself_from_fit(digits):
+    from keras_kd.callbacks import WeightWarmUp, warmup_epochs
+
+    assert [warmup_epochs(20 / 240, n) for n in (240, 30, 18, 6, 1)] == [20, 3, 2, 1, 1]
+    warmup = WeightWarmUp("kd_loss", weight=0.8, fraction=0.5)
+    restored = WeightWarmUp.from_config(warmup.get_config())
+    assert (restored.term, restored.weight, restored.fraction, restored.run_epochs) == ("kd_loss", 0.8, 0.5, None)
+    distiller, x, y, _ = _distiller(digits, [keras_kd.Term(keras_kd.losses.KDLoss(), weight=0.8)])
+    history = distiller.fit(x, y, epochs=4, batch_size=128, callbacks=[restored], verbose=0)
+    np.testing.assert_allclose(history.history["kd_loss_weight"], [0.4, 0.8, 0.8, 0.8])
