@@ -15,6 +15,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from keras_kd import recipes  # noqa: E402
+from keras_kd.datasets import with_index  # noqa: E402
 
 
 def load(seed=0, limit=None):
@@ -73,14 +74,21 @@ def compare(methods, epochs=20, seed=0, limit=None, prepare=None):
         keras.utils.set_random_seed(seed + 1)  # every student starts alike
         student = cnn(4, f"student_{name}")
         start = time.time()
+        train = (x_train, y_train)
         if name == "scratch":
             model = student
         else:
-            model = recipes.distiller(name, teacher, student, *methods[name])
+            # CRD keeps a memory row per training example: it is told their number, and each
+            # batch carries the examples' positions (with_index; the Distiller takes them out).
+            indexed = recipes.needs_index(name)
+            extra = {"num_data": len(x_train)} if indexed else {}
+            model = recipes.distiller(name, teacher, student, *methods[name], **extra)
             if prepare:
                 prepare(model, x_train)
+            if indexed:
+                train = with_index(x_train, y_train)
         model.compile(keras.optimizers.Adam(3e-3), ce)
-        model.fit(x_train, y_train, **fit)
+        model.fit(*train, **fit)
         results[name] = accuracy(student, x_test, y_test)
         print(f"{name:<10} test accuracy {results[name]:.4f}  ({time.time() - start:.1f}s)", flush=True)
     print(f"{'teacher':<10} test accuracy {results['teacher']:.4f}")

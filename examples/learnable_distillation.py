@@ -1,7 +1,8 @@
 """Methods with learnable heads on digits: VID, factor transfer (with the
-teacher-side paraphraser pre-trained first), CRD and ReviewKD (one term over
-every stage and the flattened features), each with its published setting
-(keras_kd.recipes), against a scratch student.
+teacher-side paraphraser pre-trained first), CRD (a memory row per training
+example: its batches carry their positions, keras_kd.datasets.with_index) and
+ReviewKD (one term over every stage and the flattened features), each with its
+published setting (keras_kd.recipes), against a scratch student.
 
     python examples/learnable_distillation.py --epochs 20
 """

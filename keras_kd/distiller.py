@@ -2,13 +2,15 @@
 student, with any combination of `keras_kd.losses` as terms."""
 
 import copy
+import warnings
 
 import keras
 import tensorflow as tf
 
-from keras_kd.callbacks import TeacherCache, TerminateOnNonFiniteTerm
+from keras_kd.callbacks import TeacherCache, TerminateOnNonFiniteTerm, WeightScheduler
 from keras_kd.connectors import make_connector
 from keras_kd.losses.base import num_replicas, validate_positive
+from keras_kd.sample_index import split_index
 from keras_kd.term import Term
 
 OUTPUT = "__output__"  # feature key of a model's own output
@@ -134,6 +136,19 @@ class Distiller(keras.Model):
             An output term without `teacher=` compares the student with
             `ensemble_logits`: logits whose softmax at the term's temperature
             is the weighted average of the teachers' softened outputs.
+        augmentation: None, a Keras layer or a callable, applied once per
+            training batch inside the step (`transfer_batch`), before the
+            teacher and the student run, so both see the same view
+            ("consistent teaching", Beyer et al. 2022; e.g.
+            `keras_kd.augmentation.MixUp`). A layer is called
+            `layer(x, training=True)`, a callable `fn(x)`; one with
+            `mixes_labels = True` is called `(x, y)` and returns `(x, y)` when
+            the labels are floating (one-hot or soft). Integer labels are
+            left as they are when the supervised loss is off
+            (`student_loss_weight=0` or no compiled loss) and refused
+            otherwise. Never applied in `evaluate` or `predict`. A Keras
+            layer is saved with the Distiller; a plain callable is not
+            (saving warns, and the loaded Distiller has none: pass it again).
 
     Example:
 
@@ -160,6 +175,7 @@ class Distiller(keras.Model):
         student_loss_weight=1.0,
         stop_on_nan=True,
         teacher_weights=None,
+        augmentation=None,
         name="distiller",
         **kwargs,
     ):
@@ -199,6 +215,12 @@ class Distiller(keras.Model):
             "student_loss_weight", student_loss_weight, allow_zero=True
         )
         self.stop_on_nan = bool(stop_on_nan)
+        if augmentation is not None and not callable(augmentation):
+            raise ValueError(
+                "`augmentation` must be a Keras layer or a callable taking the input batch. "
+                f"Received: augmentation={augmentation!r}"
+            )
+        self.augmentation = augmentation
 
         teacher_keys = {key: set() for key in self.teachers}
         for term in self.terms:
@@ -288,6 +310,7 @@ class Distiller(keras.Model):
         return next(iter(features.values())) if len(features) == 1 else features
 
     def call(self, inputs, training=None):
+        inputs, _ = split_index(inputs)
         return self.student(self._student_features.select_inputs(inputs), training=training)
 
     def fit(self, *args, callbacks=None, **kwargs):
@@ -297,8 +320,16 @@ class Distiller(keras.Model):
                 "no supervised `loss`. Give terms, a loss, or both."
             )
         callbacks = list(callbacks or [])
+        # A recipe's schedule (`recipes.distiller` sets it), unless a callback given here schedules that term.
+        given = {callback.term for callback in callbacks if isinstance(callback, WeightScheduler)}
+        callbacks += [c for c in getattr(self, "schedule_callbacks", ()) if c.term not in given]
         for callback in callbacks:
             if isinstance(callback, TeacherCache):
+                if self.augmentation is not None:
+                    raise ValueError(
+                        "TeacherCache replays the teacher's outputs of the first epoch, but `augmentation` "
+                        "draws a new view of every batch at every step: drop one of them."
+                    )
                 x = args[0] if args else kwargs.get("x")
                 callback.attach(self, x, kwargs)
         if self.stop_on_nan:
@@ -328,8 +359,12 @@ class Distiller(keras.Model):
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def compute_losses(self, x, y, sample_weight, teacher_features, student_features, training):
-        """Return ({name: value}, total) for one batch of features."""
+    def compute_losses(self, x, y, sample_weight, teacher_features, student_features, training, index=None):
+        """Return ({name: value}, total) for one batch of features.
+
+        `index` holds each example's position in the training set (see
+        `keras_kd.datasets.with_index`), for losses with `requires_index`.
+        """
         y_pred = student_features[OUTPUT]
         if y is not None and self._compile_loss is not None:
             student_loss = self.compute_loss(x, y, y_pred, sample_weight, training=training)
@@ -352,11 +387,31 @@ class Distiller(keras.Model):
                         "labels, but the data has none. Feed (x, y) batches."
                     )
                 teacher = (teacher, y)
+            if getattr(term.loss, "requires_index", False):
+                teacher = self._with_index(term, teacher, index, training)
             per_sample = getattr(term.loss, "per_sample", True)
             value = term.loss(teacher, student, sample_weight=sample_weight if per_sample else None)
             values[term.name] = tf.cast(value, "float32")
             total = total + self.term_weights[term.name] * values[term.name]
         return values, total
+
+    def _with_index(self, term, teacher, index, training):
+        """`(teacher, index)` for a loss indexed by example; in evaluation
+        the loss gets no index (it reads its memory, writes nothing)."""
+        if not training:
+            return teacher
+        if index is None:
+            raise ValueError(
+                f"Term '{term.name}' ({type(term.loss).__name__}) keeps one memory row per training "
+                "example, so each batch must carry the examples' positions in the training set: wrap "
+                "the training data with keras_kd.datasets.with_index(...) before shuffling and batching."
+            )
+        if index.shape.rank != 1:
+            raise ValueError(
+                f"Term '{term.name}' needs one index per example (shape (batch,)); received shape "
+                f"{index.shape}. Apply keras_kd.datasets.with_index before `batch`."
+            )
+        return teacher, index
 
     def _update_trackers(self, x, y, y_pred, sample_weight, values, total):
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
@@ -370,10 +425,31 @@ class Distiller(keras.Model):
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def transfer_batch(self, x, y, sample_weight):
-        """The batch the step distills on. Identity here; schemes that add
-        samples to the transfer set (e.g. boundary-supporting samples)
-        override it. Runs inside the compiled step."""
+        """The batch the step distills on: the training batch, through
+        `augmentation` if one was given (once, so teacher and student see the
+        same view). Schemes that add samples to the transfer set (e.g.
+        boundary-supporting samples) override it. Runs inside the compiled
+        step, in training only."""
+        x, y = self.augment(x, y)
         return x, y, sample_weight
+
+    def augment(self, x, y):
+        """(x, y) through `augmentation` (see the class docstring)."""
+        augmentation = self.augmentation
+        if augmentation is None:
+            return x, y
+        kwargs = {"training": True} if isinstance(augmentation, keras.layers.Layer) else {}
+        if getattr(augmentation, "mixes_labels", False) and y is not None:
+            if all(tf.as_dtype(label.dtype).is_floating for label in tf.nest.flatten(y)):
+                return augmentation(x, y, **kwargs)
+            if self._compile_loss is not None and self.student_loss_weight > 0:
+                raise ValueError(
+                    f"The augmentation {augmentation!r} mixes examples, but integer (sparse) labels cannot be "
+                    f"mixed while the supervised loss is on (student_loss_weight={self.student_loss_weight}). "
+                    "Feed one-hot labels with CategoricalCrossentropy, or set student_loss_weight=0 (function "
+                    "matching distils on the teacher alone)."
+                )
+        return augmentation(x, **kwargs), y
 
     def frozen_teacher_features(self, x):
         """The teacher features of a training batch: inference mode, no
@@ -386,12 +462,14 @@ class Distiller(keras.Model):
         return compute() if cache is None else cache.features(x, compute)
 
     def train_step(self, data):
-        x, y, sample_weight = self.transfer_batch(*keras.utils.unpack_x_y_sample_weight(data))
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, index = split_index(x)
+        x, y, sample_weight = self.transfer_batch(x, y, sample_weight)
         teacher_features = self.frozen_teacher_features(x)
         with tf.GradientTape() as tape:
             student_features = self._student_features(x, training=True)
             values, total = self.compute_losses(
-                x, y, sample_weight, teacher_features, student_features, training=True
+                x, y, sample_weight, teacher_features, student_features, training=True, index=index
             )
             scaled_total = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
@@ -401,6 +479,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, _ = split_index(x)
         teacher_features = self._teacher_features(x, training=False)
         student_features = self._student_features(x, training=False)
         values, total = self.compute_losses(
@@ -417,7 +496,23 @@ class Distiller(keras.Model):
             "student_loss_weight": self.student_loss_weight,
             "stop_on_nan": self.stop_on_nan,
             "teacher_weights": self.teacher_weights if len(self.teachers) > 1 else None,
+            **self._augmentation_config(),
         }
+
+    def _augmentation_config(self):
+        """{"augmentation": config} for a Keras layer; {} when there is none,
+        and, with a warning, for a plain callable (not serializable)."""
+        if self.augmentation is None:
+            return {}
+        if not isinstance(self.augmentation, keras.layers.Layer):
+            warnings.warn(
+                f"The Distiller's augmentation {self.augmentation!r} is a plain callable and is not saved: the "
+                "loaded Distiller has augmentation=None. Pass it again (Distiller(..., augmentation=...)), or use "
+                "a serializable Keras layer (e.g. keras_kd.augmentation.MixUp).",
+                stacklevel=3,
+            )
+            return {}
+        return {"augmentation": keras.saving.serialize_keras_object(self.augmentation)}
 
     @classmethod
     def from_config(cls, config):
@@ -425,6 +520,8 @@ class Distiller(keras.Model):
         config["teacher"] = _deserialize_teacher(config["teacher"])
         config["student"] = keras.saving.deserialize_keras_object(config["student"])
         config["terms"] = [keras.saving.deserialize_keras_object(t) for t in config["terms"]]
+        if config.get("augmentation") is not None:
+            config["augmentation"] = keras.saving.deserialize_keras_object(config["augmentation"])
         return cls(**config)
 
 

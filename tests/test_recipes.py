@@ -25,7 +25,7 @@ PRE_RELU = {"ab": (["bn1", "bn2"], ["bn1", "bn2"]), "ofd": (["bn1", "bn2"], ["bn
 
 def indexed(name):
     """Whether method `name`'s loss keeps a memory row per training example (CRD)."""
-    return recipes.get_recipe(name).loss.requires_index
+    return recipes.needs_index(name)
 
 
 def index_kwargs(name, num_data):

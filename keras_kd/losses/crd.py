@@ -167,6 +167,11 @@ class CRDLoss(LearnableLoss):
                 "training examples> (and feed batches from keras_kd.datasets.with_index)."
             )
         self.num_data = validate_positive_int("num_data", num_data)
+        if self.num_data > 2**24:
+            # Keras' Loss casts y_true, the index with it, to float32: exact up to 2^24.
+            raise ValueError(
+                f"CRDLoss indexes at most 2**24 examples (the index travels as float32). Received: num_data={num_data!r}"
+            )
         self.feature_dim = validate_positive_int("feature_dim", feature_dim)
         self.num_negatives = validate_positive_int("num_negatives", num_negatives)
         self.temperature = validate_positive("temperature", temperature)
