@@ -405,7 +405,9 @@ def _combined(recipe):
     return weight, supervised
 
 
-Combination = collections.namedtuple("Combination", ["terms", "student_loss_weight", "callbacks"])
+Combination = collections.namedtuple(
+    "Combination", ["terms", "student_loss_weight", "callbacks", "augmentation"], defaults=[None]
+)
 
 
 def needs_index(names):
@@ -448,7 +450,9 @@ def combined(names, teacher, student, temperature=None, epochs=None, num_data=No
             memory row per example (CRD; see `needs_index`).
 
     Returns:
-        `Combination(terms, student_loss_weight, callbacks)`.
+        `Combination(terms, student_loss_weight, callbacks, augmentation)`:
+        `augmentation` is the in-step augmentation of the one method that
+        has one (function matching's mixup), or None.
     """
     methods = _method_names(names)
     if temperature is not None and (
@@ -467,7 +471,11 @@ def combined(names, teacher, student, temperature=None, epochs=None, num_data=No
             kwargs["num_data"] = num_data
         teacher_layers, student_layers = layers_for(method, teacher, student)
         terms += get(method, teacher_layers, student_layers, teacher=teacher, **kwargs)
-    return Combination(terms, student_loss_weight(methods), _warmups(methods, terms, epochs))
+    augmented = [method for method in methods if get_recipe(method).augmentation is not None]
+    if len(augmented) > 1:
+        raise ValueError(f"At most one method may bring an in-step augmentation; {augmented} each do.")
+    augmentation = get_recipe(augmented[0]).augmentation() if augmented else None
+    return Combination(terms, student_loss_weight(methods), _warmups(methods, terms, epochs), augmentation)
 
 
 def callbacks(names, distiller, epochs=None):
@@ -551,7 +559,13 @@ def distiller(name, teacher, student, teacher_layers=None, student_layers=None, 
                 "For other layers build the terms with recipes.get and a keras_kd.Distiller."
             )
         combination = combined(methods, teacher, student, **kwargs)
-        model = Distiller(teacher, student, combination.terms, student_loss_weight=combination.student_loss_weight)
+        model = Distiller(
+            teacher,
+            student,
+            combination.terms,
+            student_loss_weight=combination.student_loss_weight,
+            augmentation=combination.augmentation,
+        )
     else:
         if teacher_layers is None and student_layers is None:
             teacher_layers, student_layers = layers_for(methods[0], teacher, student)

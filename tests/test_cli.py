@@ -56,7 +56,8 @@ def test_default_distill_writes_the_run_folder(finished_run, capsys):
     assert report["models"]["teacher"]["params"] > report["models"]["distilled"]["params"]
     for entry in report["models"].values():
         assert 0.0 <= entry["accuracy"] <= 1.0
-    assert report["config"]["dataset"] == "digits" and report["config"]["method"] == "kd"
+    # digits' default: function matching (KL at T=1 on a shared mixup view; logged as kd_loss).
+    assert report["config"]["dataset"] == "digits" and report["config"]["method"] == "function_matching"
     assert report["versions"]["keras"] == keras.__version__
     assert report["tflite"]["bytes"] == (finished_run / "student.tflite").stat().st_size
     # The float TFLite file predicts what the Keras student predicts.
@@ -327,3 +328,13 @@ def test_student_loads_for_prediction(finished_run):
     student = keras.saving.load_model(finished_run / "student.keras")
     x = np.zeros((2, 8, 8, 1), "float32")
     assert student.predict(x, verbose=0).shape == (2, 10)
+
+
+def test_digits_defaults_and_the_teacher_epochs_rule():
+    config = job.DistillConfig()
+    assert (config.teacher, config.student, config.method) == ("cnn_large", "mlp_small", "function_matching")
+    assert (config.epochs, config.teacher_epochs) == (500, 60)
+    # Choosing the epochs sets the teacher's too, unless they are given.
+    assert job.DistillConfig(epochs=20).teacher_epochs == 20
+    assert job.DistillConfig(epochs=20, teacher_epochs=5).teacher_epochs == 5
+    assert job.DistillConfig(dataset="mnist").method == "kd"
