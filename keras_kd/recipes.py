@@ -66,6 +66,8 @@ class Recipe:
     combined_student_loss_weight: float = None
     # () -> the augmentation `distiller` gives the Distiller (applied once per batch to teacher and student alike).
     augmentation: object = None
+    # The method's paper when it is not the loss's (function matching trains with Hinton's KDLoss).
+    paper: str = None
 
     @property
     def warmup_fraction(self):
@@ -104,6 +106,7 @@ RECIPES = {
         "logits",
         loss_kwargs={"temperature": 1.0},
         augmentation=_function_matching_mixup,
+        paper='Beyer et al., "Knowledge distillation: A good teacher is patient and consistent", CVPR 2022.',
         source="Beyer et al. 2022, function matching (big_vision configs/proj/distill/bit_i1k.py: mixup p=1.0 on "
         "both models, distance kl t=1.0, no label loss); long schedules are the caller's",
     ),
@@ -278,7 +281,7 @@ def describe(name):
     import sys
 
     recipe = get_recipe(name)
-    paper = " ".join((sys.modules[recipe.loss.__module__].__doc__ or "").split("\n\n")[0].split())
+    paper = recipe.paper or " ".join((sys.modules[recipe.loss.__module__].__doc__ or "").split("\n\n")[0].split())
     defaults = {
         key: parameter.default
         for key, parameter in inspect.signature(recipe.loss.__init__).parameters.items()
