@@ -348,16 +348,8 @@ def _stages(config, data, teacher, job):
     if config.assistants:  # TAKD: the student learns from the last assistant
         teacher = _assistant_stages(config, data, teacher, job, loss, fit)
         start = time.time()
-    combination = build_terms(config, teacher, student, num_data=data.num_train)
-    terms, student_loss_weight, schedule = combination.terms, combination.student_loss_weight, combination.callbacks
-    distiller = Distiller(
-        teacher, student, terms, student_loss_weight=student_loss_weight, augmentation=combination.augmentation
-    )
-    recipes.pretrain(distiller, data.numpy("train")[0])
-    distiller.compile(_optimizer(config, steps, config.epochs), loss, metrics=["accuracy"])
-    # CRD's memory is indexed by example: the same batches, carrying each example's position.
-    train = _load(config, index=True).train if recipes.needs_index(config.methods) else data.train
-    history = distiller.fit(train, epochs=config.epochs, callbacks=schedule, **fit)
+    distiller, schedule, history = _distill(config, data, teacher, student, loss, fit)
+    student_loss_weight = distiller.student_loss_weight
     job.report["histories"]["distilled"] = _history(history)
     student.save(job.add_file("student", folder / "student.keras"))
     job.report["models"]["distilled"] = _model_entry(student, config.student, accuracy(student, x_test, y_test))
@@ -403,6 +395,27 @@ def _stages(config, data, teacher, job):
     _log(f"\nRun folder: {folder}")
 
 
+def _distill(config, data, teacher, student, loss, fit):
+    """Distils `teacher` into `student` with `config.method` (terms, weights,
+    schedule and augmentation from `recipes.combined`) for `config.epochs`;
+    returns (distiller, schedule callbacks, history)."""
+    combination = build_terms(config, teacher, student, num_data=data.num_train)
+    distiller = Distiller(
+        teacher,
+        student,
+        combination.terms,
+        student_loss_weight=combination.student_loss_weight,
+        augmentation=combination.augmentation,
+    )
+    recipes.pretrain(distiller, data.numpy("train")[0])
+    steps = int(np.ceil(data.num_train / config.batch_size))
+    distiller.compile(_optimizer(config, steps, config.epochs), loss, metrics=["accuracy"])
+    # CRD's memory is indexed by example: the same batches, carrying each example's position.
+    train = _load(config, index=True).train if recipes.needs_index(config.methods) else data.train
+    history = distiller.fit(train, epochs=config.epochs, callbacks=combination.callbacks, **fit)
+    return distiller, combination.callbacks, history
+
+
 def _assistant_stages(config, data, teacher, job, loss, fit):
     """The teacher-assistant chain of Mirzadeh et al. (AAAI 2020), as
     `keras_kd.schemes.TeacherAssistant` (`dense=False`): each assistant is
@@ -411,7 +424,6 @@ def _assistant_stages(config, data, teacher, job, loss, fit):
     evaluated and reported as a stage of its own. Returns the last
     assistant, the student's teacher."""
     x_test, y_test = data.numpy("test")
-    steps = int(np.ceil(data.num_train / config.batch_size))
     mentor, mentor_key = teacher, "teacher"
     for i, name in enumerate(config.assistants, 1):
         key = f"assistant{i}"
@@ -425,11 +437,7 @@ def _assistant_stages(config, data, teacher, job, loss, fit):
             assistant.trainable = True
         else:
             assistant = models.get(name, data.input_shape, data.num_classes, name=key)
-        terms, weight, schedule = build_terms(config, mentor, assistant)
-        distiller = Distiller(mentor, assistant, terms, student_loss_weight=weight)
-        recipes.pretrain(distiller, data.numpy("train")[0])
-        distiller.compile(_optimizer(config, steps, config.epochs), loss, metrics=["accuracy"])
-        history = distiller.fit(data.train, epochs=config.epochs, callbacks=schedule, **fit)
+        _, _, history = _distill(config, data, mentor, assistant, loss, fit)
         job.report["histories"][key] = _history(history)
         assistant.save(job.add_file(key, job.folder / f"{key}.keras"))
         job.report["models"][key] = _model_entry(assistant, name, accuracy(assistant, x_test, y_test))
