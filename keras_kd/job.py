@@ -290,6 +290,8 @@ def run(config):
         check_logits(teacher, data)
     else:
         teacher = None
+    check_pairs(config, data, teacher)
+    keras.utils.set_random_seed(config.seed)  # the check's models drew from the seeded generators
     job = _Run(config)
     job.report["data"] = {
         "name": data.name,
@@ -393,6 +395,23 @@ def _stages(config, data, teacher, job):
     job.finish_stage("report", start)
     _log("\n" + report.table(job.report))
     _log(f"\nRun folder: {folder}")
+
+
+def check_pairs(config, data, teacher=None):
+    """Builds every distillation of the run (teacher -> assistants ->
+    student) once on untrained models, so that a method that cannot compare
+    a pair (say attention transfer into an MLP) fails with the Distiller's
+    message before any training."""
+    names = [name for name in config.assistants] + [config.student]
+    mentor = teacher if teacher is not None else models.get(config.teacher, data.input_shape, data.num_classes)
+    for name in names:
+        if name.endswith(".keras"):
+            model = load_teacher(name, data, role="assistant")
+        else:
+            model = models.get(name, data.input_shape, data.num_classes)
+        combination = build_terms(config, mentor, model, num_data=data.num_train)
+        Distiller(mentor, model, combination.terms, student_loss_weight=combination.student_loss_weight)
+        mentor = model
 
 
 def _distill(config, data, teacher, student, loss, fit):

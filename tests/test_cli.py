@@ -234,7 +234,9 @@ def test_methods_show_each_schedule(capsys):
 
 def test_distill_applies_and_records_the_dkd_warm_up(tmp_path):
     # 18 epochs: DKD's 20 of 240 is 1.5, rounded up to 2 warm-up epochs.
-    status, output = distill(tmp_path, "--method", "dkd+at", "--epochs", "18", "--teacher-epochs", "1")
+    status, output = distill(
+        tmp_path, "--method", "dkd+at", "--student", "cnn_small", "--epochs", "18", "--teacher-epochs", "1"
+    )
     assert status == 0
     report = read_report(output)
     schedules = {term["name"]: term["schedule"] for term in report["terms"]}

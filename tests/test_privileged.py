@@ -63,3 +63,30 @@ def test_privileged_example_runs():
 
     results = privileged_features.main(epochs=1, limit=200)
     assert set(results) == {"teacher (both halves)", "student, top half, scratch", "student, top half, distilled"}
+
+
+def test_privileged_example_uses_generalized_distillation(digits):
+    """Lopez-Paz et al.'s objective (their code/mnist.py): the teacher softened by T, the student NOT,
+    (1 - lambda) * CE + lambda * T^2 * KL(softmax(t / T) || softmax(s)); Hinton's KD would soften both."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import privileged_features
+
+    teacher, student = models()
+    features, y = batches(digits)
+    distiller = privileged_features.generalized_distiller(teacher, student, temperature=4.0, imitation=0.7)
+    distiller.compile(keras.optimizers.Adam(1e-3), sparse_ce())
+    logs = distiller.evaluate(features, y, batch_size=256, return_dict=True, verbose=0)
+    t = teacher.predict([features["online"], features["offline"]], verbose=0).astype("float64")
+    s = student.predict(features["online"], verbose=0).astype("float64")
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    log_p_t, log_p_s = log_softmax(t / 4.0), log_softmax(s)
+    kl = np.mean(np.sum(np.exp(log_p_t) * (log_p_t - log_p_s), -1))
+    ce = -np.mean(log_p_s[np.arange(len(y)), y])
+    assert logs["loss"] == pytest.approx(0.3 * ce + 0.7 * 16.0 * kl, rel=1e-4)
