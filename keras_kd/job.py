@@ -26,7 +26,6 @@ import numpy as np
 import yaml
 
 from keras_kd import datasets, export, models, recipes, report
-from keras_kd.distiller import Distiller
 
 # Per-dataset defaults: pairs from the literature that fit the data's size. On digits the
 # teacher memorises its 898 training images (its T=1 outputs on them put 0.15% of the mass
@@ -409,8 +408,7 @@ def check_pairs(config, data, teacher=None):
             model = load_teacher(name, data, role="assistant")
         else:
             model = models.get(name, data.input_shape, data.num_classes)
-        combination = build_terms(config, mentor, model, num_data=data.num_train)
-        Distiller(mentor, model, combination.terms, student_loss_weight=combination.student_loss_weight)
+        build_terms(config, mentor, model, num_data=data.num_train).distiller(mentor, model)
         mentor = model
 
 
@@ -419,13 +417,7 @@ def _distill(config, data, teacher, student, loss, fit):
     schedule and augmentation from `recipes.combined`) for `config.epochs`;
     returns (distiller, schedule callbacks, history)."""
     combination = build_terms(config, teacher, student, num_data=data.num_train)
-    distiller = Distiller(
-        teacher,
-        student,
-        combination.terms,
-        student_loss_weight=combination.student_loss_weight,
-        augmentation=combination.augmentation,
-    )
+    distiller = combination.distiller(teacher, student)
     recipes.pretrain(distiller, data.numpy("train")[0])
     steps = int(np.ceil(data.num_train / config.batch_size))
     distiller.compile(_optimizer(config, steps, config.epochs), loss, metrics=["accuracy"])

@@ -408,9 +408,22 @@ def _combined(recipe):
     return weight, supervised
 
 
-Combination = collections.namedtuple(
-    "Combination", ["terms", "student_loss_weight", "callbacks", "augmentation"], defaults=[None]
-)
+class Combination(
+    collections.namedtuple("Combination", ["terms", "student_loss_weight", "callbacks", "augmentation"], defaults=[None])
+):
+    """What `combined` returns: the terms, the supervised weight, the
+    schedule callbacks and the in-step augmentation of a set of methods."""
+
+    def distiller(self, teacher, student):
+        """A `Distiller` with these terms, supervised weight and augmentation
+        (pass `callbacks` to its `fit`)."""
+        return Distiller(
+            teacher,
+            student,
+            self.terms,
+            student_loss_weight=self.student_loss_weight,
+            augmentation=self.augmentation,
+        )
 
 
 def needs_index(names):
@@ -561,14 +574,7 @@ def distiller(name, teacher, student, teacher_layers=None, student_layers=None, 
                 f"Combined methods {methods} take their layers from the naming convention (`layers_for`). "
                 "For other layers build the terms with recipes.get and a keras_kd.Distiller."
             )
-        combination = combined(methods, teacher, student, **kwargs)
-        model = Distiller(
-            teacher,
-            student,
-            combination.terms,
-            student_loss_weight=combination.student_loss_weight,
-            augmentation=combination.augmentation,
-        )
+        model = combined(methods, teacher, student, **kwargs).distiller(teacher, student)
     else:
         if teacher_layers is None and student_layers is None:
             teacher_layers, student_layers = layers_for(methods[0], teacher, student)

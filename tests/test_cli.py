@@ -13,6 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 import yaml
 
+import keras_kd
 from keras_kd import cli, datasets, job, models, recipes
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -298,7 +299,7 @@ def test_ctrl_c_keeps_finished_stages(tmp_path, monkeypatch, capsys):
     def interrupted_fit(self, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(job.Distiller, "fit", interrupted_fit)
+    monkeypatch.setattr(keras_kd.Distiller, "fit", interrupted_fit)
     status, output = distill(tmp_path)
     assert status == 130
     report = read_report(output)

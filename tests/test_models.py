@@ -76,7 +76,7 @@ def test_names_and_descriptions():
         line = models.describe(name)
         assert line.startswith(f"{name}: ") and "\n" not in line
     assert "0.47M" in models.describe("resnet32")
-    assert set(models.__all__) == {"describe", "feature_layers", "get", "names"}
+    assert set(models.__all__) == {"describe", "feature_layers", "get", "names", "with_input_normalization"}
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_CIFAR100))
