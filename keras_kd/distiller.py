@@ -215,6 +215,8 @@ class Distiller(keras.Model):
             "student_loss_weight", student_loss_weight, allow_zero=True
         )
         self.stop_on_nan = bool(stop_on_nan)
+        # Callbacks `fit` adds to every run, e.g. a recipe's warm-up (`recipes.distiller` sets them).
+        self.schedule_callbacks = []
         if augmentation is not None and not callable(augmentation):
             raise ValueError(
                 "`augmentation` must be a Keras layer or a callable taking the input batch. "
@@ -322,7 +324,7 @@ class Distiller(keras.Model):
         callbacks = list(callbacks or [])
         # A recipe's schedule (`recipes.distiller` sets it), unless a callback given here schedules that term.
         given = {callback.term for callback in callbacks if isinstance(callback, WeightScheduler)}
-        callbacks += [c for c in getattr(self, "schedule_callbacks", ()) if c.term not in given]
+        callbacks += [c for c in self.schedule_callbacks if c.term not in given]
         for callback in callbacks:
             if isinstance(callback, TeacherCache):
                 if self.augmentation is not None:
