@@ -44,14 +44,12 @@ class CurrentPositiveCRD(CRDLoss):
         layer = self._layer
         teacher_embedding, student_embedding = layer((teacher, student))
         negatives = self.draw_negatives(ops.shape(student_embedding)[0])
-
-        def scores(anchor, positive, memory):
-            positive_score = ops.sum(anchor * ops.stop_gradient(positive), -1, keepdims=True) / self.temperature
-            memory = ops.stop_gradient(ops.convert_to_tensor(memory))
-            return ops.concatenate([positive_score, self._scores(anchor, memory, negatives)], axis=1)
-
-        value = self._nce(scores(student_embedding, teacher_embedding, layer.memory_teacher), layer.z_student, True)
-        value += self._nce(scores(teacher_embedding, student_embedding, layer.memory_student), layer.z_teacher, True)
+        memory_teacher, memory_student = (
+            ops.stop_gradient(ops.convert_to_tensor(memory)) for memory in (layer.memory_teacher, layer.memory_student)
+        )
+        student_scores = self._current_positive_scores(student_embedding, teacher_embedding, memory_teacher, negatives)
+        teacher_scores = self._current_positive_scores(teacher_embedding, student_embedding, memory_student, negatives)
+        value = self._nce(student_scores, layer.z_student, True) + self._nce(teacher_scores, layer.z_teacher, True)
         index = ops.cast(index, "int32")
         self._update(layer.memory_teacher, index, teacher_embedding)
         self._update(layer.memory_student, index, student_embedding)

@@ -214,6 +214,12 @@ class CRDLoss(LearnableLoss):
             scores = ops.einsum("bd,bkd->bk", anchor, ops.take(memory, rows, axis=0))
         return scores / self.temperature
 
+    def _current_positive_scores(self, anchor, positive, memory, negatives):
+        """(B, K + 1) scores whose positive is `positive` itself (detached),
+        not a memory row: the form used without an index."""
+        positive_score = ops.sum(anchor * ops.stop_gradient(positive), -1, keepdims=True) / self.temperature
+        return ops.concatenate([positive_score, self._scores(anchor, memory, negatives)], axis=1)
+
     def _nce(self, scores, z_variable, training):
         """ContrastLoss of the reference for one direction; Z set once."""
         n_data = float(self.num_data)
@@ -256,13 +262,12 @@ class CRDLoss(LearnableLoss):
             teacher_scores = self._scores(teacher_embedding, memory_student, rows)
         else:
             # No index: the positive is the other network's current embedding.
-            def scores(anchor, positive, memory):
-                positive_score = ops.sum(anchor * ops.stop_gradient(positive), -1, keepdims=True)
-                negative_scores = self._scores(anchor, memory, negatives)
-                return ops.concatenate([positive_score / self.temperature, negative_scores], axis=1)
-
-            student_scores = scores(student_embedding, teacher_embedding, memory_teacher)
-            teacher_scores = scores(teacher_embedding, student_embedding, memory_student)
+            student_scores = self._current_positive_scores(
+                student_embedding, teacher_embedding, memory_teacher, negatives
+            )
+            teacher_scores = self._current_positive_scores(
+                teacher_embedding, student_embedding, memory_student, negatives
+            )
         # Student anchor vs teacher memory, and teacher anchor vs student memory.
         value = self._nce(student_scores, layer.z_student, training) + self._nce(
             teacher_scores, layer.z_teacher, training
