@@ -96,7 +96,9 @@ class MixUp(keras.layers.Layer):
     Labels: called as `mixup(x, y, training=True)` it returns `(x, y)` with
     floating labels (one-hot or soft, rank >= 2) mixed the same way, for a
     `CategoricalCrossentropy` supervised loss. Sparse integer labels cannot
-    be mixed and raise a ValueError. Inside a `Distiller` (`mixes_labels`):
+    be mixed and raise a ValueError. Inside a `Distiller` (`mixes_labels`),
+    `call` draws one mixing (`draw`) and mixes the inputs (`mix_inputs`);
+    `compute_loss` mixes the labels with the same draw (`mix_labels`):
     floating labels are mixed; integer labels are left as they are when the
     supervised loss is off (`student_loss_weight=0`, or no compiled loss, as
     in function matching, which distils with KL at T=1 and no label loss),
@@ -137,20 +139,19 @@ class MixUp(keras.layers.Layer):
         partner = ops.mod(ops.arange(batch_size, dtype="int32") + shift, batch_size)
         return ratio, partner
 
-    def call(self, inputs, labels=None, training=None):
-        if not training:
-            return inputs if labels is None else (inputs, labels)
-        leaves = keras.tree.flatten(inputs)
-        for leaf in leaves:
+    def mix_inputs(self, inputs, mixing):
+        """`inputs` (any nest of floating tensors) mixed by `mixing`, a draw."""
+        for leaf in keras.tree.flatten(inputs):
             if not _is_floating(leaf):
                 raise ValueError(
                     f"MixUp mixes floating inputs; received a tensor of dtype {leaf.dtype} "
                     f"(shape {tuple(leaf.shape)}). Cast images to float first."
                 )
-        ratio, partner = self.draw(ops.shape(leaves[0])[0])
-        mixed = keras.tree.map_structure(lambda t: _mix(t, ratio, partner), inputs)
-        if labels is None:
-            return mixed
+        ratio, partner = mixing
+        return keras.tree.map_structure(lambda t: _mix(t, ratio, partner), inputs)
+
+    def mix_labels(self, labels, mixing):
+        """One-hot or soft `labels` mixed as `mix_inputs` mixed their inputs."""
         for leaf in keras.tree.flatten(labels):
             if not _is_floating(leaf) or len(leaf.shape) < 2:
                 raise ValueError(
@@ -159,7 +160,15 @@ class MixUp(keras.layers.Layer):
                     "CategoricalCrossentropy loss, or leave the labels out (student_loss_weight=0, as in "
                     "function matching)."
                 )
-        return mixed, keras.tree.map_structure(lambda t: _mix(t, ratio, partner), labels)
+        ratio, partner = mixing
+        return keras.tree.map_structure(lambda t: _mix(t, ratio, partner), labels)
+
+    def call(self, inputs, labels=None, training=None):
+        if not training:
+            return inputs if labels is None else (inputs, labels)
+        mixing = self.draw(ops.shape(keras.tree.flatten(inputs)[0])[0])
+        mixed = self.mix_inputs(inputs, mixing)
+        return mixed if labels is None else (mixed, self.mix_labels(labels, mixing))
 
     def compute_output_shape(self, input_shape, labels_shape=None):
         return input_shape if labels_shape is None else (input_shape, labels_shape)

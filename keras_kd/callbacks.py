@@ -500,23 +500,23 @@ class TeacherCache(keras.callbacks.Callback):
 
     def attach(self, distiller, x, fit_kwargs):
         """Called by `Distiller.fit` before training: checks the data and
-        allocates the cache."""
-        from keras_kd import cache
+        allocates the cache (TensorFlow backend only)."""
+        from keras_kd import backend, cache
         from keras_kd.losses.base import num_replicas
 
+        backend.require_tensorflow("TeacherCache (it replays features with tf.cond inside the step)")
         if num_replicas() > 1:
             raise ValueError("TeacherCache runs on one device; it does not support distribution strategies.")
         batch_size, steps = cache.check_deterministic(x, fit_kwargs)
-        shapes = {key: extractor.shapes for key, extractor in distiller._teacher_extractors.items()}
-        self.cache = cache.FeatureCache(shapes, batch_size, steps, self.budget_bytes)
+        self.cache = cache.FeatureCache(distiller.teacher_feature_shapes(), batch_size, steps, self.budget_bytes)
         self._distiller = distiller
-        distiller._teacher_cache = self.cache
+        distiller.teacher_cache = self.cache
         # Under XLA the cached step compiled for tens of seconds in each of the first two epochs
         # (measured on CPU), more than the teacher passes it saves: run it without XLA.
         self._jit_compile = distiller.jit_compile
         if self._jit_compile:
             distiller.jit_compile = False
-        distiller.train_function = None  # re-trace the step with the cache in it
+        distiller.make_train_function(force=True)  # re-trace the step with the cache in it
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.cache is not None:
@@ -528,10 +528,10 @@ class TeacherCache(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self._distiller is not None:
-            self._distiller._teacher_cache = None
+            self._distiller.teacher_cache = None
             if self._jit_compile:
                 self._distiller.jit_compile = True
-            self._distiller.train_function = None
+            self._distiller.make_train_function(force=True)
         self.cache, self._distiller = None, None
 
     def get_config(self):

@@ -1,107 +1,26 @@
 """`Distiller`: a `keras.Model` whose `fit` distills a frozen teacher into a
-student, with any combination of `keras_kd.losses` as terms."""
+student, with any combination of `keras_kd.losses` as terms.
 
+The step is Keras' own, on every backend: `call` runs each network once and
+returns every feature the terms read, `compute_loss` combines the terms.
+"""
+
+import contextlib
 import copy
 import warnings
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from keras_kd import backend
+from keras_kd.bound_term import BoundTerm, LoggedTerm
 from keras_kd.callbacks import TeacherCache, TerminateOnNonFiniteTerm, WeightScheduler
-from keras_kd.connectors import make_connector
+from keras_kd.features import OUTPUT, FeatureExtractor, ensemble_logits, feature_keys, gather
 from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.sample_index import split_index
 from keras_kd.term import Term
 
-OUTPUT = "__output__"  # feature key of a model's own output
-
-
-class _Extractor:
-    """Calls a model once and returns {feature key: tensor}.
-
-    Kept outside Keras' attribute tracking on purpose: it shares its layers
-    with the teacher or student, which the Distiller already tracks.
-    """
-
-    def __init__(self, model, keys, role):
-        self.model = model
-        self.role = role
-        self.keys = tuple(keys)
-        layer_names = [key for key in self.keys if key != OUTPUT]
-        if not layer_names:
-            self.graph = None
-            return
-        if not getattr(model, "inputs", None):
-            raise ValueError(
-                f"The {role} '{model.name}' is not a functional or Sequential "
-                f"model with known inputs, so the outputs of its layers "
-                f"{layer_names} cannot be read in the same forward pass. Build "
-                "it with keras.Input, or distill its outputs only."
-            )
-        available = [layer.name for layer in model.layers]
-        outputs = {}
-        for key in self.keys:
-            if key == OUTPUT:
-                outputs[key] = _model_output(model)
-            elif key not in available:
-                raise ValueError(
-                    f"The {role} '{model.name}' has no layer named '{key}'. "
-                    f"Available layers: {available}"
-                )
-            else:
-                outputs[key] = model.get_layer(key).output
-        self.graph = keras.Model(model.inputs, outputs, name=f"{model.name}_features")
-
-    @property
-    def shapes(self):
-        """{key: static shape}; None for the output of a subclassed model."""
-        if self.graph is None:
-            return {OUTPUT: _static_output_shape(self.model)}
-        return {key: tuple(tensor.shape) for key, tensor in self.graph.output.items()}
-
-    def __call__(self, x, training):
-        if self.graph is None:
-            return {OUTPUT: self.model(self.select_inputs(x), training=training)}
-        return self.graph(self.select_inputs(x), training=training)
-
-    def select_inputs(self, x):
-        """From a dict batch, the model's own inputs by name: a teacher may
-        read privileged features that the student never sees."""
-        if not isinstance(x, dict) or not getattr(self.model, "inputs", None):
-            return x
-        names = [tensor.name for tensor in self.model.inputs]
-        missing = [name for name in names if name not in x]
-        if missing:
-            raise ValueError(
-                f"The {self.role} '{self.model.name}' takes inputs {names}, but the batch holds {sorted(x)} "
-                f"(missing {missing})."
-            )
-        selected = [x[name] for name in names]
-        return selected[0] if len(selected) == 1 else selected
-
-
-def _model_output(model):
-    outputs = model.outputs
-    return outputs[0] if len(outputs) == 1 else outputs
-
-
-def _static_output_shape(model):
-    if getattr(model, "outputs", None):
-        output = _model_output(model)
-        return tuple(output.shape) if not isinstance(output, list) else None
-    return None
-
-
-def _keys(layer):
-    if layer is None:
-        return (OUTPUT,)
-    return layer if isinstance(layer, tuple) else (layer,)
-
-
-def _gather(features, layer):
-    if isinstance(layer, tuple):
-        return tuple(features[key] for key in layer)
-    return features[OUTPUT if layer is None else layer]
+__all__ = ["Distiller", "ensemble_logits", "OUTPUT"]
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -197,8 +116,6 @@ class Distiller(keras.Model):
                 raise ValueError("`teacher` and `student` must be different models.")
         self.teacher = teacher
         self.student = student
-        for model in self.teachers.values():
-            model.trainable = False
         self.teacher_weights = _teacher_weights(teacher_weights, self.teachers)
         self.terms = _unique_names([t if isinstance(t, Term) else Term(t) for t in _as_list(terms)])
         for term in self.terms:
@@ -217,103 +134,292 @@ class Distiller(keras.Model):
         self.stop_on_nan = bool(stop_on_nan)
         # Callbacks `fit` adds to every run, e.g. a recipe's warm-up (`recipes.distiller` sets them).
         self.schedule_callbacks = []
-        if augmentation is not None and not callable(augmentation):
-            raise ValueError(
-                "`augmentation` must be a Keras layer or a callable taking the input batch. "
-                f"Received: augmentation={augmentation!r}"
-            )
-        self.augmentation = augmentation
+        self.augmentation = _validate_augmentation(augmentation)
+        # Set by keras_kd.callbacks.TeacherCache for one `fit`: replays the teacher's features.
+        self.teacher_cache = None
+        self._outputs_only = False
 
         teacher_keys = {key: set() for key in self.teachers}
         for term in self.terms:
             for key in [term.teacher] if term.teacher is not None else self.teachers:
-                teacher_keys[key] |= set(_keys(term.teacher_layer))
-        student_keys = {OUTPUT} | {k for term in self.terms for k in _keys(term.student_layer)}
+                teacher_keys[key] |= set(feature_keys(term.teacher_layer))
+        student_keys = {OUTPUT} | {k for term in self.terms for k in feature_keys(term.student_layer)}
         self._teacher_extractors = {
-            key: _Extractor(model, sorted(teacher_keys[key]), "teacher") for key, model in self.teachers.items()
+            key: FeatureExtractor(model, sorted(teacher_keys[key]), "teacher") for key, model in self.teachers.items()
         }
-        self._student_features = _Extractor(student, sorted(student_keys), "student")
+        self._student_extractor = FeatureExtractor(student, sorted(student_keys), "student")
 
-        self.connectors = {}
-        self.loss_layers = {}
-        self._build_terms()
-        # Variables, so schedules change weights without re-tracing the step.
-        self.term_weights = {
-            term.name: keras.Variable(term.weight, trainable=False, name=f"{term.name}_weight")
+        teacher_shapes = self.teacher_feature_shapes()
+        student_shapes = self._student_extractor.shapes
+        self.bound_terms = [
+            BoundTerm(
+                term,
+                gather(teacher_shapes[term.teacher or next(iter(self.teachers))], term.teacher_layer),
+                gather(student_shapes, term.student_layer),
+            )
             for term in self.terms
-        }
+        ]
+        self.scheme_terms = []
+        # A variable, so schedules change the weight without re-tracing the step.
         self.student_loss_weight_variable = keras.Variable(
             self.student_loss_weight, trainable=False, name="student_loss_weight"
         )
-        # Softmax temperatures too (KD, DKD, DIST): a TemperatureScheduler assigns them.
-        self.temperatures = {}
-        for term in self.terms:
-            if not getattr(term.loss, "schedulable_temperature", False):
-                continue
-            if not isinstance(term.loss.temperature, keras.Variable):
-                term.loss.temperature = keras.Variable(
-                    float(term.loss.temperature), trainable=False, name=f"{term.name}_temperature"
-                )
-            self.temperatures[term.name] = term.loss.temperature
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.term_trackers = {term.name: keras.metrics.Mean(name=term.name) for term in self.terms}
         self.built = True
 
-    def _teacher_features(self, x, training=False):
-        """{teacher key: {feature key: tensor}}, each teacher run once."""
-        return {key: extractor(x, training=training) for key, extractor in self._teacher_extractors.items()}
+    # ----------------------------------------------------------------- state
 
-    def _teacher_feature(self, features, term):
-        """What `term` compares on the teacher side: one teacher's feature,
-        or, for an output term over several teachers, their ensemble."""
-        if term.teacher is not None or len(self.teachers) == 1:
-            return _gather(features[term.teacher or next(iter(self.teachers))], term.teacher_layer)
-        temperature = getattr(term.loss, "temperature", 1.0)
-        return ensemble_logits(
-            [features[key][OUTPUT] for key in self.teachers], list(self.teacher_weights.values()), temperature
-        )
+    @property
+    def trainable_weights(self):
+        # The teachers stay frozen inside the Distiller without changing
+        # their own `trainable` flag (a later `teacher.fit` still trains).
+        frozen = self._teacher_variable_ids()
+        return [v for v in super().trainable_weights if id(v) not in frozen]
 
-    def _build_terms(self):
-        """Create connectors and loss state, and check every term's shapes."""
-        teacher_shapes = {key: extractor.shapes for key, extractor in self._teacher_extractors.items()}
-        student_shapes = self._student_features.shapes
-        for term in self.terms:
-            teacher_shape = _gather(teacher_shapes[term.teacher or next(iter(self.teachers))], term.teacher_layer)
-            student_shape = _gather(student_shapes, term.student_layer)
-            if term.connector is not None:
-                connector = make_connector(
-                    term.connector, student_shape, teacher_shape, f"{term.name}_connector"
-                )
-                if connector is not None:
-                    self.connectors[term.name] = connector
-                    student_shape = tuple(connector.compute_output_shape(student_shape))
-            if teacher_shape is None or student_shape is None:
-                continue  # subclassed model: the loss checks shapes on first call
-            if not hasattr(term.loss, "build"):
-                continue
-            try:
-                term.loss.build(teacher_shape, student_shape)
-            except ValueError as error:
-                raise ValueError(
-                    f"Term '{term.name}' ({type(term.loss).__name__}) cannot compare "
-                    f"teacher {_describe(term.teacher_layer)} of shape {teacher_shape} "
-                    f"with student {_describe(term.student_layer)} of shape "
-                    f"{student_shape}: {error}"
-                ) from None
-            if getattr(term.loss, "layer", None) is not None:
-                self.loss_layers[term.name] = term.loss.layer
+    @property
+    def non_trainable_weights(self):
+        frozen = self._teacher_variable_ids()
+        return super().non_trainable_weights + [v for v in super().trainable_weights if id(v) in frozen]
+
+    @property
+    def trainable_variables(self):
+        frozen = self._teacher_variable_ids()
+        return [v for v in super().trainable_variables if id(v) not in frozen]
+
+    @property
+    def non_trainable_variables(self):
+        frozen = self._teacher_variable_ids()
+        return super().non_trainable_variables + [v for v in super().trainable_variables if id(v) in frozen]
+
+    def _teacher_variable_ids(self):
+        return {id(v) for model in self.teachers.values() for v in model.variables}
+
+    def bound_term(self, name):
+        """The `BoundTerm` (or scheme term) logged under `name`: its `weight`
+        and `temperature` variables, `loss`, `connector` and `tracker`."""
+        for term in [*self.bound_terms, *self.scheme_terms]:
+            if term.term_name == name:
+                return term
+        raise KeyError(f"No term named {name!r}. The terms are {[t.term_name for t in self.all_terms]}.")
+
+    @property
+    def all_terms(self):
+        """The bound terms, then the terms a scheme added (`add_term`)."""
+        return [*self.bound_terms, *self.scheme_terms]
+
+    def add_term(self, name, weight):
+        """Register a term a scheme computes itself (e.g. adversarial
+        distillation's generator loss): it gets a weight variable that
+        `WeightScheduler` can ramp and a tracker logged under `name`.
+        Returns the `LoggedTerm`; the scheme's `compute_loss` adds
+        `term.weighted(value)` to the total and calls `term.track`."""
+        taken = {"loss", "student_loss", *(t.term_name for t in self.all_terms)}
+        if name in taken:
+            raise ValueError(f"A term named {name!r} exists already; taken: {sorted(taken)}.")
+        term = LoggedTerm(name, validate_positive("weight", weight, allow_zero=True))
+        self.scheme_terms.append(term)
+        return term
+
+    @property
+    def term_weights(self):
+        """{term name: weight variable}, a view of the bound terms."""
+        return {term.term_name: term.weight for term in self.all_terms}
+
+    @property
+    def temperatures(self):
+        """{term name: temperature variable} of the terms with a softmax temperature."""
+        return {term.name: term.temperature for term in self.bound_terms if term.temperature is not None}
+
+    @property
+    def term_trackers(self):
+        return {term.term_name: term.tracker for term in self.all_terms}
+
+    @property
+    def connectors(self):
+        """{term name: connector layer} of the terms with one."""
+        return {term.name: term.connector for term in self.bound_terms if term.connector is not None}
+
+    @property
+    def loss_layers(self):
+        """{term name: layer} of the losses with learnable state (VID, CRD, ...)."""
+        return {term.name: term.loss_layer for term in self.bound_terms if term.loss_layer is not None}
+
+    # -------------------------------------------------------------- features
+
+    def teacher_feature_shapes(self):
+        """{teacher key: {feature key: static shape}} of what the terms read."""
+        return {key: extractor.shapes for key, extractor in self._teacher_extractors.items()}
+
+    def read_teacher_features(self, keys, teacher=None):
+        """Also read the teacher features `keys` (layer names, or
+        `keras_kd.features.OUTPUT`) in every step, for a scheme that compares
+        more than its terms do. `teacher`: the teacher's key (default: all)."""
+        for key in [teacher] if teacher is not None else list(self._teacher_extractors):
+            self._teacher_extractors[key] = self._teacher_extractors[key].with_keys(keys)
 
     def teacher_features(self, x):
         """The teacher features the terms read, `{layer name: tensor}` (the
         output under "__output__"), computed in inference mode; with several
         teachers, `{teacher key: {layer name: tensor}}`. Useful for
         pre-training stages such as factor transfer's paraphraser."""
-        features = self._teacher_features(x, training=False)
+        features = self.compute_teacher_features(x)
         return next(iter(features.values())) if len(features) == 1 else features
 
+    def compute_teacher_features(self, x):
+        """{teacher key: {feature key: tensor}}: each teacher run once on
+        `x`, in inference mode, outside the gradient."""
+        with backend.no_grad():
+            features = {key: extractor(x, training=False) for key, extractor in self._teacher_extractors.items()}
+        return keras.tree.map_structure(ops.stop_gradient, features)
+
+    def frozen_teacher_features(self, x, training=False):
+        """The teacher features of a batch; in training, replayed from the
+        `teacher_cache` when a `TeacherCache` set one."""
+        if training and self.teacher_cache is not None:
+            return self.teacher_cache.features(x, lambda: self.compute_teacher_features(x))
+        return self.compute_teacher_features(x)
+
+    def student_features(self, x, training):
+        """{feature key: tensor} of one student forward pass."""
+        return self._student_extractor(x, training=training)
+
+    def teacher_feature(self, features, term):
+        """What `term` compares on the teacher side: one teacher's feature,
+        or, for an output term over several teachers, their ensemble."""
+        if term.teacher is not None or len(self.teachers) == 1:
+            return gather(features[term.teacher or next(iter(self.teachers))], term.teacher_layer)
+        temperature = getattr(term.loss, "temperature", 1.0)
+        return ensemble_logits(
+            [features[key][OUTPUT] for key in self.teachers], list(self.teacher_weights.values()), temperature
+        )
+
+    # ------------------------------------------------------------------ step
+
     def call(self, inputs, training=None):
-        inputs, _ = split_index(inputs)
-        return self.student(self._student_features.select_inputs(inputs), training=training)
+        """One forward pass of every network on `inputs`.
+
+        Returns `{"teacher": {teacher key: {feature key: tensor}},
+        "student": {feature key: tensor}}` (the student's output under
+        `keras_kd.features.OUTPUT`), plus `"mixing"` when a label-mixing
+        augmentation ran. `predict` returns the student's output alone; use
+        `distiller.student` to serve.
+        """
+        x, _ = split_index(inputs)
+        if self._outputs_only:
+            return self.student(self._student_extractor.select_inputs(x), training=training)
+        outputs = {}
+        if training:
+            x, mixing = self.augment(x)
+            if mixing is not None:
+                outputs["mixing"] = mixing
+        outputs["teacher"] = self.frozen_teacher_features(x, training=bool(training))
+        outputs["student"] = self.student_features(x, training=bool(training))
+        return outputs
+
+    def augment(self, x):
+        """`(x, mixing)`: the batch through `augmentation` (training only),
+        and the mixing drawn by a label-mixing one (else None)."""
+        augmentation = self.augmentation
+        if augmentation is None:
+            return x, None
+        if getattr(augmentation, "mixes_labels", False):
+            mixing = augmentation.draw(ops.shape(keras.tree.flatten(x)[0])[0])
+            return augmentation.mix_inputs(x, mixing), mixing
+        kwargs = {"training": True} if isinstance(augmentation, keras.layers.Layer) else {}
+        return augmentation(x, **kwargs), None
+
+    def mixed_labels(self, y, outputs):
+        """The labels of the augmented batch: floating labels mixed as the
+        inputs were; integer labels unchanged (refused while the supervised
+        loss reads them)."""
+        mixing = outputs.get("mixing")
+        if mixing is None or y is None:
+            return y
+        if all(keras.backend.is_float_dtype(label.dtype) for label in keras.tree.flatten(y)):
+            return self.augmentation.mix_labels(y, mixing)
+        if self._compile_loss is not None and self.student_loss_weight > 0:
+            raise ValueError(
+                f"The augmentation {self.augmentation!r} mixes examples, but integer (sparse) labels cannot be "
+                f"mixed while the supervised loss is on (student_loss_weight={self.student_loss_weight}). "
+                "Feed one-hot labels with CategoricalCrossentropy, or set student_loss_weight=0 (function "
+                "matching distils on the teacher alone)."
+            )
+        return y
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The total `student_loss_weight * student_loss + sum_i weight_i *
+        term_i` of one batch, from the features `call` returned (`y_pred`).
+        Updates the `student_loss` and per-term trackers."""
+        if self._outputs_only:  # Keras building the compiled loss on the student's output spec
+            return self.student_loss(x, y, y_pred, sample_weight, training)
+        outputs = y_pred
+        inputs, index = split_index(x)
+        y = self.mixed_labels(y, outputs) if training else y
+        batch_size = ops.shape(keras.tree.flatten(inputs)[0])[0]
+        student_loss = self.student_loss(x, y, outputs["student"][OUTPUT], sample_weight, training)
+        self.student_loss_tracker.update_state(
+            ops.stop_gradient(student_loss) * num_replicas(), sample_weight=batch_size
+        )
+        total = self.student_loss_weight_variable * student_loss
+        for term in self.bound_terms:
+            value = self.term_value(term, outputs, y, sample_weight, index if training else None, training)
+            term.track(value, batch_size)
+            total = total + term.weighted(value)
+        return total
+
+    def student_loss(self, x, y, y_pred, sample_weight, training):
+        """The compiled supervised loss plus the student's regularization
+        losses, as float32 (only the regularization without labels)."""
+        if y is not None and self._compile_loss is not None:
+            return ops.cast(super().compute_loss(x, y, y_pred, sample_weight, training=training), "float32")
+        # Scaled per replica as Keras scales the compiled loss (replica gradients are summed).
+        losses = [ops.cast(ops.sum(v), "float32") for v in self.losses]
+        return (ops.sum(ops.stack(losses)) if losses else ops.zeros((), "float32")) / num_replicas()
+
+    def term_value(self, term, outputs, y, sample_weight, index, training):
+        """One bound term's value on the features of `call`."""
+        teacher = self.teacher_feature(outputs["teacher"], term)
+        student = term.student_feature(outputs["student"], training)
+        if getattr(term.loss, "requires_index", False) and training:
+            _check_index(term, index)
+        return term.compute(teacher, student, labels=y, index=index, sample_weight=sample_weight)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The compiled metrics of the student's output (on the mixed labels
+        when floating labels were mixed)."""
+        if not self._outputs_only:  # else `call` gave the student's output alone
+            if "mixing" in y_pred and y is not None:
+                if all(keras.backend.is_float_dtype(label.dtype) for label in keras.tree.flatten(y)):
+                    y = self.augmentation.mix_labels(y, y_pred["mixing"])
+            y_pred = y_pred["student"][OUTPUT]
+        if y is None:
+            logs = self.get_metrics_result()
+        else:
+            logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return _multi_worker_logs(logs)
+
+    @contextlib.contextmanager
+    def _student_outputs(self):
+        """`call` returns the student's output only (predict, output specs)."""
+        previous, self._outputs_only = self._outputs_only, True
+        try:
+            yield
+        finally:
+            self._outputs_only = previous
+
+    def predict(self, *args, **kwargs):
+        with self._student_outputs():
+            return super().predict(*args, **kwargs)
+
+    def predict_on_batch(self, *args, **kwargs):
+        with self._student_outputs():
+            return super().predict_on_batch(*args, **kwargs)
+
+    def _symbolic_build(self, *args, **kwargs):
+        # Keras builds the compiled loss and metrics on the output spec of
+        # `call`: they compare the labels with the student's output.
+        with self._student_outputs():
+            return super()._symbolic_build(*args, **kwargs)
 
     def fit(self, *args, callbacks=None, **kwargs):
         if self.compiled and not self.terms and self._compile_loss is None:
@@ -335,8 +441,7 @@ class Distiller(keras.Model):
                 x = args[0] if args else kwargs.get("x")
                 callback.attach(self, x, kwargs)
         if self.stop_on_nan:
-            names = ["student_loss", *self.term_trackers]
-            callbacks.append(TerminateOnNonFiniteTerm(names))
+            callbacks.append(TerminateOnNonFiniteTerm(["student_loss", *self.term_trackers]))
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -347,7 +452,9 @@ class Distiller(keras.Model):
         # a value (PerReplica...)"). Only shapes and dtypes are used: take the
         # first local replica's batch instead, with no collective.
         strategy = getattr(self, "_distribute_strategy", None)
-        if iterator is not None and strategy is not None:
+        if iterator is not None and strategy is not None and backend.is_tensorflow():
+            import tensorflow as tf
+
             for _, _, batches in iterator:
                 data_batch = keras.tree.map_structure(
                     lambda v: (
@@ -361,133 +468,7 @@ class Distiller(keras.Model):
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def compute_losses(self, x, y, sample_weight, teacher_features, student_features, training, index=None):
-        """Return ({name: value}, total) for one batch of features.
-
-        `index` holds each example's position in the training set (see
-        `keras_kd.datasets.with_index`), for losses with `requires_index`.
-        """
-        y_pred = student_features[OUTPUT]
-        if y is not None and self._compile_loss is not None:
-            student_loss = self.compute_loss(x, y, y_pred, sample_weight, training=training)
-        else:
-            # The student's regularization losses alone, scaled per replica as
-            # Keras scales the compiled loss (replica gradients are summed).
-            student_loss = tf.add_n([tf.constant(0.0)] + [tf.cast(v, "float32") for v in self.student.losses])
-            student_loss = student_loss / num_replicas()
-        values = {"student_loss": tf.cast(student_loss, "float32")}
-        total = self.student_loss_weight_variable * values["student_loss"]
-        for term in self.terms:
-            teacher = self._teacher_feature(teacher_features, term)
-            student = _gather(student_features, term.student_layer)
-            if term.name in self.connectors:
-                student = self.connectors[term.name](student, training=training)
-            if getattr(term.loss, "requires_labels", False):
-                if y is None:
-                    raise ValueError(
-                        f"Term '{term.name}' ({type(term.loss).__name__}) needs the "
-                        "labels, but the data has none. Feed (x, y) batches."
-                    )
-                teacher = (teacher, y)
-            if getattr(term.loss, "requires_index", False):
-                teacher = self._with_index(term, teacher, index, training)
-            per_sample = getattr(term.loss, "per_sample", True)
-            value = term.loss(teacher, student, sample_weight=sample_weight if per_sample else None)
-            values[term.name] = tf.cast(value, "float32")
-            total = total + self.term_weights[term.name] * values[term.name]
-        return values, total
-
-    def _with_index(self, term, teacher, index, training):
-        """`(teacher, index)` for a loss indexed by example; in evaluation
-        the loss gets no index (it reads its memory, writes nothing)."""
-        if not training:
-            return teacher
-        if index is None:
-            raise ValueError(
-                f"Term '{term.name}' ({type(term.loss).__name__}) keeps one memory row per training "
-                "example, so each batch must carry the examples' positions in the training set: wrap "
-                "the training data with keras_kd.datasets.with_index(...) before shuffling and batching."
-            )
-        if index.shape.rank != 1:
-            raise ValueError(
-                f"Term '{term.name}' needs one index per example (shape (batch,)); received shape "
-                f"{index.shape}. Apply keras_kd.datasets.with_index before `batch`."
-            )
-        return teacher, index
-
-    def _update_trackers(self, x, y, y_pred, sample_weight, values, total):
-        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
-        replicas = num_replicas()
-        self._loss_tracker.update_state(total * replicas, sample_weight=batch_size)
-        self.student_loss_tracker.update_state(values["student_loss"] * replicas, sample_weight=batch_size)
-        for name, tracker in self.term_trackers.items():
-            tracker.update_state(values[name] * replicas, sample_weight=batch_size)
-        if y is None:
-            return self.get_metrics_result()
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def transfer_batch(self, x, y, sample_weight):
-        """The batch the step distills on: the training batch, through
-        `augmentation` if one was given (once, so teacher and student see the
-        same view). Schemes that add samples to the transfer set (e.g.
-        boundary-supporting samples) override it. Runs inside the compiled
-        step, in training only."""
-        x, y = self.augment(x, y)
-        return x, y, sample_weight
-
-    def augment(self, x, y):
-        """(x, y) through `augmentation` (see the class docstring)."""
-        augmentation = self.augmentation
-        if augmentation is None:
-            return x, y
-        kwargs = {"training": True} if isinstance(augmentation, keras.layers.Layer) else {}
-        if getattr(augmentation, "mixes_labels", False) and y is not None:
-            if all(tf.as_dtype(label.dtype).is_floating for label in tf.nest.flatten(y)):
-                return augmentation(x, y, **kwargs)
-            if self._compile_loss is not None and self.student_loss_weight > 0:
-                raise ValueError(
-                    f"The augmentation {augmentation!r} mixes examples, but integer (sparse) labels cannot be "
-                    f"mixed while the supervised loss is on (student_loss_weight={self.student_loss_weight}). "
-                    "Feed one-hot labels with CategoricalCrossentropy, or set student_loss_weight=0 (function "
-                    "matching distils on the teacher alone)."
-                )
-        return augmentation(x, **kwargs), y
-
-    def frozen_teacher_features(self, x):
-        """The teacher features of a training batch: inference mode, no
-        gradient; replayed from a `TeacherCache` after its first epoch."""
-
-        def compute():
-            return tf.nest.map_structure(tf.stop_gradient, self._teacher_features(x, training=False))
-
-        cache = getattr(self, "_teacher_cache", None)
-        return compute() if cache is None else cache.features(x, compute)
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, index = split_index(x)
-        x, y, sample_weight = self.transfer_batch(x, y, sample_weight)
-        teacher_features = self.frozen_teacher_features(x)
-        with tf.GradientTape() as tape:
-            student_features = self._student_features(x, training=True)
-            values, total = self.compute_losses(
-                x, y, sample_weight, teacher_features, student_features, training=True, index=index
-            )
-            scaled_total = self.optimizer.scale_loss(total)
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled_total, variables)
-        self.optimizer.apply(gradients, variables)
-        return _multi_worker_logs(self._update_trackers(x, y, student_features[OUTPUT], sample_weight, values, total))
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, _ = split_index(x)
-        teacher_features = self._teacher_features(x, training=False)
-        student_features = self._student_features(x, training=False)
-        values, total = self.compute_losses(
-            x, y, sample_weight, teacher_features, student_features, training=False
-        )
-        return _multi_worker_logs(self._update_trackers(x, y, student_features[OUTPUT], sample_weight, values, total))
+    # ---------------------------------------------------------------- saving
 
     def get_config(self):
         return {
@@ -527,6 +508,40 @@ class Distiller(keras.Model):
         return cls(**config)
 
 
+def _check_index(term, index):
+    """A loss indexed by example needs one index per example in training."""
+    if index is None:
+        raise ValueError(
+            f"Term '{term.name}' ({type(term.loss).__name__}) keeps one memory row per training "
+            "example, so each batch must carry the examples' positions in the training set: wrap "
+            "the training data with keras_kd.datasets.with_index(...) before shuffling and batching."
+        )
+    if len(index.shape) != 1:
+        raise ValueError(
+            f"Term '{term.name}' needs one index per example (shape (batch,)); received shape "
+            f"{tuple(index.shape)}. Apply keras_kd.datasets.with_index before `batch`."
+        )
+
+
+def _validate_augmentation(augmentation):
+    if augmentation is None:
+        return None
+    if not callable(augmentation):
+        raise ValueError(
+            "`augmentation` must be a Keras layer or a callable taking the input batch. "
+            f"Received: augmentation={augmentation!r}"
+        )
+    if getattr(augmentation, "mixes_labels", False):
+        missing = [m for m in ("draw", "mix_inputs", "mix_labels") if not callable(getattr(augmentation, m, None))]
+        if missing:
+            raise ValueError(
+                f"The augmentation {augmentation!r} has `mixes_labels = True`, so it must provide draw(batch_size), "
+                f"mix_inputs(x, mixing) and mix_labels(y, mixing) (as keras_kd.augmentation.MixUp does); "
+                f"it lacks {missing}."
+            )
+    return augmentation
+
+
 def _multi_worker_logs(logs):
     """The step's logs, each scalar as a vector of one under multi-worker
     `tf.distribute` (MultiWorkerMirroredStrategy across several workers).
@@ -537,13 +552,17 @@ def _multi_worker_logs(logs):
     tensorflow/tensorflow#72388); a vector of one reduces to the same scalar.
     Elsewhere the logs pass unchanged.
     """
+    if not backend.is_tensorflow():
+        return logs
+    import tensorflow as tf
+
     strategy = tf.distribute.get_strategy()
     in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or not (
         in_multi_worker_mode and in_multi_worker_mode()
     ):
         return logs
-    return keras.tree.map_structure(lambda v: tf.reshape(v, [1]) if v.shape.rank == 0 else v, logs)
+    return keras.tree.map_structure(lambda v: tf.reshape(v, [1]) if len(v.shape) == 0 else v, logs)
 
 
 def _as_teachers(teacher):
@@ -575,18 +594,6 @@ def _teacher_weights(weights, teachers):
             f"Received: {weights}"
         )
     return {key: w / sum(weights) for key, w in zip(teachers, weights)}
-
-
-def ensemble_logits(logits, weights, temperature=1.0):
-    """Logits whose softmax at `temperature` is the weighted average of the
-    teachers' softened outputs: `T * log(sum_i w_i softmax(z_i / T))`
-    (Hinton et al. 2015 average the soft targets of an ensemble)."""
-    temperature = tf.cast(temperature, "float32")
-    log_probabilities = tf.stack(
-        [tf.nn.log_softmax(tf.cast(z, "float32") / temperature, axis=-1) for z in logits], axis=0
-    )
-    log_weights = tf.reshape(tf.math.log(tf.constant(weights, "float32")), [-1] + [1] * (log_probabilities.shape.rank - 1))
-    return temperature * tf.reduce_logsumexp(log_probabilities + log_weights, axis=0)
 
 
 def _serialize_teacher(teacher):
@@ -633,7 +640,3 @@ def _unique_names(terms):
         term.name = name
         unique.append(term)
     return unique
-
-
-def _describe(layer):
-    return "output" if layer is None else f"layer {layer!r}"

@@ -34,7 +34,11 @@ import tensorflow as tf
 import tf_keras
 from keras.src import tree
 
-from keras_kd.distiller import OUTPUT, _as_list, _Extractor, _gather, _keys, _unique_names
+from keras_kd.distiller import _as_list, _unique_names
+from keras_kd.features import OUTPUT
+from keras_kd.features import FeatureExtractor as _Extractor
+from keras_kd.features import feature_keys as _keys
+from keras_kd.features import gather as _gather
 from keras_kd.losses.base import validate_positive
 from keras_kd.term import Term
 

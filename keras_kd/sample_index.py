@@ -13,7 +13,6 @@ the terms whose loss has `requires_index = True`.
 """
 
 import numpy as np
-import tensorflow as tf
 
 INDEX_KEY = "sample_index"
 INPUTS_KEY = "inputs"
@@ -35,13 +34,20 @@ def with_index(data, y=None, sample_weight=None):
         `(x_with_index, y[, sample_weight])` to unpack into `fit`:
         `distiller.fit(*with_index(x, y), batch_size=64)`.
     """
-    if isinstance(data, tf.data.Dataset):
+    if _is_dataset(data):
+        import tensorflow as tf
+
         if y is not None or sample_weight is not None:
             raise ValueError("Give `y` and `sample_weight` inside the dataset's elements, not as arguments.")
         return data.enumerate().map(_add_index, num_parallel_calls=tf.data.AUTOTUNE)
     count = len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
     x = _attach(data, np.arange(count, dtype="int64"))
     return tuple(value for value in (x, y, sample_weight) if value is not None)
+
+
+def _is_dataset(data):
+    """A `tf.data.Dataset`, without importing TensorFlow for arrays (JAX and PyTorch runs)."""
+    return type(data).__module__.startswith("tensorflow") and hasattr(data, "enumerate")
 
 
 def _add_index(index, element):

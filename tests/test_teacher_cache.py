@@ -44,7 +44,7 @@ def test_later_epochs_replay_the_first_epochs_teacher_outputs(digits):
         np.testing.assert_allclose(cached_history[key], plain_history[key], rtol=1e-4)
     for a, b in zip(cached.student.get_weights(), plain.student.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert cached._teacher_cache is None  # released after fit
+    assert cached.teacher_cache is None  # released after fit
 
 
 def test_arrays_need_shuffle_false(digits):

@@ -129,8 +129,12 @@ class DistillationLoss(keras.losses.Loss):
 
 
 def num_replicas():
-    """Replicas of the current distribution strategy, as a float: Keras sums
-    replica gradients, so per-replica scalar losses are divided by it."""
+    """Replicas of the current `tf.distribute` strategy, as a float: Keras sums
+    replica gradients, so per-replica scalar losses are divided by it. 1 on
+    JAX and PyTorch, whose data parallelism computes the loss on the global
+    batch."""
+    if keras.backend.backend() != "tensorflow":
+        return 1.0
     import tensorflow as tf
 
     return float(tf.distribute.get_strategy().num_replicas_in_sync)

@@ -225,10 +225,12 @@ class CRDLoss(LearnableLoss):
         n_data = float(self.num_data)
         if training:
             first_z = ops.stop_gradient(ops.mean(ops.exp(scores)) * n_data)
-            z = ops.where(z_variable < 0, first_z, z_variable)
+            current = ops.convert_to_tensor(z_variable)
+            z = ops.where(current < 0, first_z, current)
             z_variable.assign(z)
         else:
-            z = ops.where(z_variable < 0, 1.0, z_variable)
+            current = ops.convert_to_tensor(z_variable)
+            z = ops.where(current < 0, 1.0, current)
         # log(P / (P + K Pn + eps)) in log space (log P = score - log Z), so a
         # P that underflows to 0 gives no log(0).
         k_pn = self.num_negatives / n_data

@@ -7,7 +7,9 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_kd.distiller import OUTPUT, Distiller, _Extractor
+from keras_kd.distiller import Distiller
+from keras_kd.features import OUTPUT
+from keras_kd.features import FeatureExtractor as _Extractor
 from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.schemes.teacher_free import class_ids
 
