@@ -39,8 +39,17 @@ class Distiller(keras.Model):
     `loss`. `distiller.student` stays a plain Keras model; connectors and the
     weights of learnable losses live in the Distiller only.
 
+    The step is Keras' own on TensorFlow, JAX and PyTorch: `call` runs each
+    network once and returns their features, `compute_loss` combines the
+    terms (override either to extend the step). Each term becomes one
+    `BoundTerm` (`distiller.bound_terms`): the Distiller's own copy of the
+    loss with its temperature variable, the connector, the weight variable
+    and the tracker. Nothing the caller passed is modified: the loss objects
+    keep their settings, and the teachers keep their `trainable` flag (the
+    Distiller excludes their variables from its trainable ones instead).
+
     Args:
-        teacher: a built `keras.Model`, frozen (`trainable = False`); or
+        teacher: a built `keras.Model`, frozen inside the Distiller; or
             several, as a list (keyed "teacher1", "teacher2", ...) or a dict
             of models. Each runs once per step; a term reads one teacher
             (`Term(teacher=key)`) or, for output terms, the ensemble.
@@ -56,16 +65,17 @@ class Distiller(keras.Model):
             `ensemble_logits`: logits whose softmax at the term's temperature
             is the weighted average of the teachers' softened outputs.
         augmentation: None, a Keras layer or a callable, applied once per
-            training batch inside the step (`transfer_batch`), before the
-            teacher and the student run, so both see the same view
-            ("consistent teaching", Beyer et al. 2022; e.g.
-            `keras_kd.augmentation.MixUp`). A layer is called
-            `layer(x, training=True)`, a callable `fn(x)`; one with
-            `mixes_labels = True` is called `(x, y)` and returns `(x, y)` when
-            the labels are floating (one-hot or soft). Integer labels are
-            left as they are when the supervised loss is off
-            (`student_loss_weight=0` or no compiled loss) and refused
-            otherwise. Never applied in `evaluate` or `predict`. A Keras
+            training batch inside `call` (`augment`), before the teacher and
+            the student run, so both see the same view ("consistent
+            teaching", Beyer et al. 2022; e.g. `keras_kd.augmentation.MixUp`).
+            A layer is called `layer(x, training=True)`, a callable `fn(x)`.
+            One with `mixes_labels = True` provides `draw(batch_size)`,
+            `mix_inputs(x, mixing)` and `mix_labels(y, mixing)`: `call` mixes
+            the inputs, `compute_loss` mixes floating labels (one-hot or soft)
+            with the same draw. Integer labels are left as they are when the
+            supervised loss is off (`student_loss_weight=0` or no compiled
+            loss) and refused otherwise. Never applied in `evaluate` or
+            `predict`. A Keras
             layer is saved with the Distiller; a plain callable is not
             (saving warns, and the loaded Distiller has none: pass it again).
 
@@ -300,7 +310,8 @@ class Distiller(keras.Model):
 
         Returns `{"teacher": {teacher key: {feature key: tensor}},
         "student": {feature key: tensor}}` (the student's output under
-        `keras_kd.features.OUTPUT`), plus `"mixing"` when a label-mixing
+        `keras_kd.features.OUTPUT`); in training also `"inputs"`, the batch
+        after `augmentation`, and `"mixing"` when a label-mixing
         augmentation ran. `predict` returns the student's output alone; use
         `distiller.student` to serve.
         """
@@ -312,6 +323,7 @@ class Distiller(keras.Model):
             x, mixing = self.augment(x)
             if mixing is not None:
                 outputs["mixing"] = mixing
+            outputs["inputs"] = x  # the batch both networks saw (schemes that add samples start from it)
         outputs["teacher"] = self.frozen_teacher_features(x, training=bool(training))
         outputs["student"] = self.student_features(x, training=bool(training))
         return outputs
@@ -398,6 +410,13 @@ class Distiller(keras.Model):
             logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         return _multi_worker_logs(logs)
 
+    @property
+    def returns_features(self):
+        """False while `call` returns the student's output alone (`predict`,
+        and Keras building the compiled loss and metrics on its spec): a
+        `compute_loss` override then has no features to read."""
+        return not self._outputs_only
+
     @contextlib.contextmanager
     def _student_outputs(self):
         """`call` returns the student's output only (predict, output specs)."""
@@ -442,7 +461,31 @@ class Distiller(keras.Model):
                 callback.attach(self, x, kwargs)
         if self.stop_on_nan:
             callbacks.append(TerminateOnNonFiniteTerm(["student_loss", *self.term_trackers]))
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+        with self._sync_on_error():
+            return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with self._sync_on_error():
+            return super().evaluate(*args, **kwargs)
+
+    def _purge_model_variables(self, *args, **kwargs):
+        # JAX: Keras detaches every variable's value while `fit` runs (to save
+        # memory) and reattaches them at the end, so an error or Ctrl-C in
+        # between left the student and the caller's teacher without values.
+        # The Distiller keeps them attached (the student and its optimizer
+        # state are small next to the activations); `_sync_on_error` writes
+        # back what the interrupted run had trained.
+        return None
+
+    @contextlib.contextmanager
+    def _sync_on_error(self):
+        try:
+            yield
+        except BaseException:
+            if backend.name() == "jax" and getattr(self, "_jax_state", None):
+                self.jax_state_sync()
+                self._jax_state = None
+            raise
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3.15 reads the shapes of the first distributed batch through

@@ -4,13 +4,13 @@ workshop (arXiv:1709.00513, 2017; later titled "Learning Loss for Knowledge
 Distillation with Conditional Adversarial Networks")."""
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from keras_kd import backend
 from keras_kd.distiller import Distiller
 from keras_kd.features import OUTPUT
-from keras_kd.features import FeatureExtractor as _Extractor
 from keras_kd.losses.base import num_replicas, validate_positive
+from keras_kd.sample_index import split_index
 from keras_kd.schemes.teacher_free import class_ids
 
 
@@ -58,25 +58,48 @@ def num_classes_of(teacher, student, scheme):
     return student_classes
 
 
-def ensure_teacher_output(distiller):
-    """Make the Distiller's one teacher pass also return the logits, even
-    when no term reads them, so a scheme needs no second teacher call."""
-    extractors = getattr(distiller, "_teacher_extractors", None)
-    if extractors is None:  # single-teacher layout: one extractor
-        extractor = distiller._teacher_features
-        if OUTPUT not in extractor.keys:
-            distiller._teacher_features = _Extractor(extractor.model, sorted({*extractor.keys, OUTPUT}), "teacher")
-        return
-    for key, extractor in list(extractors.items()):
-        if OUTPUT not in extractor.keys:
-            extractors[key] = _Extractor(extractor.model, sorted({*extractor.keys, OUTPUT}), "teacher")
-
-
 def teacher_logits(features):
-    """The (only) teacher's logits from `frozen_teacher_features(x)`, as float32."""
-    if OUTPUT not in features:  # {teacher key: {feature key: tensor}}
+    """The (only) teacher's logits, as float32, from the teacher side of
+    `Distiller.call`'s outputs (`{teacher key: {feature key: tensor}}`) or
+    from one teacher's `{feature key: tensor}`."""
+    if OUTPUT not in features:
         features = next(iter(features.values()))
-    return tf.cast(features[OUTPUT], "float32")
+    return ops.cast(features[OUTPUT], "float32")
+
+
+def batch_size_of(x):
+    """The batch size of `x` (CRD's example index left out)."""
+    inputs, _ = split_index(x)
+    return ops.shape(keras.tree.flatten(inputs)[0])[0]
+
+
+def gradients_and_aux(fn, variables):
+    """`(d value / d variables, aux)` for `value, aux = fn()`, the one place
+    where the adversarial step depends on the backend (TensorFlow and
+    PyTorch; JAX's trainer is stateless, see `AdversarialDistiller`)."""
+    if backend.is_tensorflow():
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value, aux = fn()
+        return (tape.gradient(value, variables) if variables else []), aux
+    import torch
+
+    value, aux = fn()
+    if not variables:
+        return [], aux
+    # autograd.grad, not backward(): no gradient lands in other variables' `.grad`.
+    return list(torch.autograd.grad(value, [v.value for v in variables], allow_unused=True)), aux
+
+
+def require_stateful_trainer(scheme):
+    """AdversarialDistiller's own `train_step` runs on TensorFlow and PyTorch only."""
+    if backend.name() not in ("tensorflow", "torch"):
+        raise RuntimeError(
+            f"{scheme} updates its discriminator with a second optimizer in its own train_step, written for the "
+            f"TensorFlow and PyTorch backends of Keras; this process runs Keras on {backend.name()!r}. Set "
+            "KERAS_BACKEND=tensorflow or KERAS_BACKEND=torch before importing keras to use it."
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -89,10 +112,11 @@ class AdversarialDistiller(Distiller):
     Conditional (the default): `D` sees the logits concatenated with the
     one-hot label, `[z, onehot(y)]`, so it judges whether the logits fit the
     class (a conditional GAN, conditioned on the label). One `train_step`
-    runs the teacher once and the student once, then makes two updates:
+    runs the teacher once and the student once (`call`), then makes two
+    updates:
 
     student (compile's `optimizer`, on the student, connectors and
-    learnable-loss weights only):
+    learnable-loss weights only), the loss of `compute_loss`:
 
         L_S = Distiller loss (student_loss_weight * CE + sum_i w_i term_i)
               + adversarial_weight * BCE(D([z_s, c]), 1)
@@ -108,8 +132,13 @@ class AdversarialDistiller(Distiller):
     apply). The student's term uses `D` before its update: both updates
     read the same forward pass. Logs: everything the Distiller logs, plus
     `adversarial_loss` (L_S's adversarial part, unweighted) and
-    `discriminator_loss` (L_D). `adversarial_weight` is a variable in
-    `term_weights["adversarial_loss"]`, so a `WeightScheduler` can ramp it.
+    `discriminator_loss` (L_D; in `evaluate`, on D in inference mode).
+    `adversarial_weight` is the weight of the scheme term
+    `bound_term("adversarial_loss")`, so a `WeightScheduler` can ramp it.
+
+    Backends: TensorFlow and PyTorch. The second optimizer needs a
+    `train_step` of its own, and JAX's stateless trainer carries the state
+    of one optimizer only, so construction raises a RuntimeError on JAX.
 
     `D` is tracked by the Distiller (saved with it, in `get_config`), never
     part of `distiller.student`.
@@ -142,6 +171,7 @@ class AdversarialDistiller(Distiller):
         name="adversarial_distiller",
         **kwargs,
     ):
+        require_stateful_trainer("AdversarialDistiller")
         _single_teacher(teacher, "AdversarialDistiller")
         super().__init__(
             teacher,
@@ -169,11 +199,9 @@ class AdversarialDistiller(Distiller):
             if term_name in self.term_weights:
                 raise ValueError(f"The term name {term_name!r} is reserved by AdversarialDistiller; rename the term.")
         self.discriminator = discriminator
-        ensure_teacher_output(self)
-        self.term_weights["adversarial_loss"] = keras.Variable(
-            self.adversarial_weight, trainable=False, name="adversarial_loss_weight"
-        )
-        self.term_trackers["adversarial_loss"] = keras.metrics.Mean(name="adversarial_loss")
+        # The discriminator reads the teacher's logits, even when no term does.
+        self.read_teacher_features([OUTPUT])
+        self.adversarial_term = self.add_term("adversarial_loss", self.adversarial_weight)
         self.discriminator_loss_tracker = keras.metrics.Mean(name="discriminator_loss")
         self.discriminator_optimizer = None
         self._bce = keras.losses.BinaryCrossentropy(from_logits=True, dtype="float32")
@@ -206,8 +234,9 @@ class AdversarialDistiller(Distiller):
         excluded = {id(v) for v in self.discriminator.trainable_variables}
         return [v for v in self.trainable_variables if id(v) not in excluded]
 
-    def _discriminator_input(self, logits, y):
-        logits = tf.cast(logits, "float32")
+    def discriminator_input(self, logits, y):
+        """`D`'s input: the logits, with the one-hot label when conditional."""
+        logits = ops.cast(logits, "float32")
         if not self.conditional:
             return logits
         if y is None:
@@ -216,58 +245,65 @@ class AdversarialDistiller(Distiller):
                 "has none. Feed (x, y) batches, or use conditional=False."
             )
         condition = ops.one_hot(class_ids(y, self.num_classes, "AdversarialDistiller"), self.num_classes)
-        return tf.concat([logits, tf.cast(condition, "float32")], axis=-1)
+        return ops.concatenate([logits, ops.cast(condition, "float32")], axis=-1)
 
-    def _discriminator_loss(self, real_input, fake_input, sample_weight, training):
-        real = self.discriminator(real_input, training=training)
+    def discriminator_loss(self, outputs, y, sample_weight, training):
+        """L_D on the logits of `call`'s outputs, the student's held fixed."""
+        real = self.discriminator(self.discriminator_input(teacher_logits(outputs["teacher"]), y), training=training)
+        fake_input = self.discriminator_input(ops.stop_gradient(outputs["student"][OUTPUT]), y)
         fake = self.discriminator(fake_input, training=training)
-        return self._bce(tf.ones_like(real), real, sample_weight) + self._bce(tf.zeros_like(fake), fake, sample_weight)
+        real_loss = self._bce(ops.ones_like(real), real, sample_weight)
+        return real_loss + self._bce(ops.zeros_like(fake), fake, sample_weight)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """L_S: the Distiller's loss plus the weighted generator loss."""
+        total = super().compute_loss(x, y, y_pred, sample_weight, training)
+        if not self.returns_features:
+            return total
+        y = self.mixed_labels(y, y_pred) if training else y  # D is conditioned on the labels of the mixed batch
+        fake = self.discriminator(self.discriminator_input(y_pred["student"][OUTPUT], y), training=training)
+        value = self._bce(ops.ones_like(fake), fake, sample_weight)
+        batch_size = batch_size_of(x)
+        self.adversarial_term.track(value, batch_size)
+        if not training:  # in training, `train_step` logs the loss of D's own update
+            self._track_discriminator(self.discriminator_loss(y_pred, y, sample_weight, False), batch_size)
+        return total + self.adversarial_term.weighted(value)
 
     def train_step(self, data):
-        x, y, sample_weight = self.transfer_batch(*keras.utils.unpack_x_y_sample_weight(data))
-        teacher_features = self.frozen_teacher_features(x)
-        real_input = self._discriminator_input(teacher_logits(teacher_features), y)
-        student_variables = self.student_side_variables
-        with tf.GradientTape() as tape:
-            student_features = self._student_features(x, training=True)
-            values, total = self.compute_losses(x, y, sample_weight, teacher_features, student_features, training=True)
-            fake_input = self._discriminator_input(student_features[OUTPUT], y)
-            fake = self.discriminator(fake_input, training=True)
-            values["adversarial_loss"] = self._bce(tf.ones_like(fake), fake, sample_weight)
-            total = total + self.term_weights["adversarial_loss"] * values["adversarial_loss"]
-            scaled_total = self.optimizer.scale_loss(total)
-        if student_variables:  # none when the student is frozen
-            gradients = tape.gradient(scaled_total, student_variables)
-            self.optimizer.apply(gradients, student_variables)
-
-        # The discriminator's step: same logits, the student's held fixed.
-        discriminator_variables = self.discriminator.trainable_variables
-        with tf.GradientTape() as discriminator_tape:
-            discriminator_loss = self._discriminator_loss(
-                real_input, tf.stop_gradient(fake_input), sample_weight, training=True
-            )
-        gradients = discriminator_tape.gradient(discriminator_loss, discriminator_variables)
-        self.discriminator_optimizer.apply(gradients, discriminator_variables)
-        self._track_discriminator(x, discriminator_loss)
-        return self._update_trackers(x, y, student_features[OUTPUT], sample_weight, values, total)
-
-    def test_step(self, data):
+        # Keras' step (call + compute_loss, compile's optimizer) on the
+        # student side, then D's step with its own optimizer on the same
+        # forward pass: Keras' trainer knows one optimizer only.
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_features = self._teacher_features(x, training=False)
-        student_features = self._student_features(x, training=False)
-        values, total = self.compute_losses(x, y, sample_weight, teacher_features, student_features, training=False)
-        real_input = self._discriminator_input(teacher_logits(teacher_features), y)
-        fake_input = self._discriminator_input(student_features[OUTPUT], y)
-        fake = self.discriminator(fake_input, training=False)
-        values["adversarial_loss"] = self._bce(tf.ones_like(fake), fake, sample_weight)
-        total = total + self.term_weights["adversarial_loss"] * values["adversarial_loss"]
-        self._track_discriminator(x, self._discriminator_loss(real_input, fake_input, sample_weight, False))
-        return self._update_trackers(x, y, student_features[OUTPUT], sample_weight, values, total)
 
-    def _track_discriminator(self, x, value):
-        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+        def student_total():
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
+            return self.optimizer.scale_loss(loss), (loss, y_pred)
+
+        student_variables = self.student_side_variables
+        gradients, (loss, y_pred) = gradients_and_aux(student_total, student_variables)
+        if student_variables:  # none when the student is frozen
+            with backend.no_grad():
+                self.optimizer.apply(gradients, student_variables)
+        batch_size = batch_size_of(x)
         # Keras scaled the loss by 1/replicas for the gradient; log the batch value.
-        self.discriminator_loss_tracker.update_state(value * num_replicas(), sample_weight=batch_size)
+        self._loss_tracker.update_state(loss * num_replicas(), sample_weight=batch_size)
+
+        labels = self.mixed_labels(y, y_pred)  # compute_metrics mixes `y` itself
+        discriminator_variables = self.discriminator.trainable_variables
+        gradients, discriminator_loss = gradients_and_aux(
+            lambda: (value := self.discriminator_loss(y_pred, labels, sample_weight, True), value),
+            discriminator_variables,
+        )
+        with backend.no_grad():
+            self.discriminator_optimizer.apply(gradients, discriminator_variables)
+        self._track_discriminator(discriminator_loss, batch_size)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def _track_discriminator(self, value, batch_size):
+        self.discriminator_loss_tracker.update_state(
+            ops.stop_gradient(value) * num_replicas(), sample_weight=batch_size
+        )
 
     def get_config(self):
         return {

@@ -5,16 +5,54 @@ Reference code: github.com/bhheo/BSS_distillation
 (`train_BSS_distillation.py`, `attacks/attack_BSS.py`)."""
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
+from keras_kd import backend
 from keras_kd.callbacks import WeightScheduler
 from keras_kd.distiller import OUTPUT, Distiller
 from keras_kd.losses.base import is_int, num_replicas, validate_positive
-from keras_kd.schemes.adversarial import _single_teacher, ensure_teacher_output, num_classes_of, teacher_logits
+from keras_kd.schemes.adversarial import (
+    _single_teacher,
+    batch_size_of,
+    num_classes_of,
+    teacher_logits,
+)
 from keras_kd.schemes.teacher_free import class_ids
 
 TARGETS = ("sample", "second")
+TRANSFER = "inputs"  # `Distiller.call`'s key of the batch both networks saw (training)
 _NORM_EPS = 1e-12  # the reference divides by the raw norm; a zero gradient must not give NaN
+
+
+def input_gradient(fn, x):
+    """`(d objective / d x, aux)` for `objective, aux = fn(x)` (a scalar
+    objective): the one place where the attack depends on the backend.
+    `aux` comes back without gradient."""
+    name = backend.name()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            objective, aux = fn(x)
+        return tape.gradient(objective, x), keras.tree.map_structure(tf.stop_gradient, aux)
+    if name == "jax":
+        import jax
+
+        return jax.grad(fn, has_aux=True)(x)
+    if name == "torch":
+        import torch
+
+        with torch.enable_grad():  # also inside `no_grad` (evaluation, teacher passes)
+            x = x.detach().requires_grad_(True)
+            objective, aux = fn(x)
+            (gradient,) = torch.autograd.grad(objective, x)
+        return gradient, keras.tree.map_structure(lambda t: t.detach(), aux)
+    raise RuntimeError(
+        f"BoundarySupportingDistiller's attack needs the input gradient, implemented for the tensorflow, jax and "
+        f"torch backends of Keras; this process runs Keras on {name!r}."
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -77,11 +115,12 @@ class BoundarySupportingDistiller(Distiller):
     Args:
         teacher, student, terms, student_loss_weight, stop_on_nan: as in
             `keras_kd.Distiller` (one teacher; both output logits (batch, K)).
+            With `augmentation`, the attack starts from the augmented batch.
         num_steps: attack iterations, an int >= 1 (unrolled in the step).
         step_size: the attack's step size `eta > 0`.
-        bss_weight: the BSS term's weight, >= 0; a variable in
-            `term_weights["bss_kd_loss"]`, so a `WeightScheduler` can
-            change it.
+        bss_weight: the BSS term's weight, >= 0; the weight variable of the
+            scheme term `bound_term("bss_kd_loss")`, so a `WeightScheduler`
+            can change it.
         bss_fraction: fraction of the batch attacked, in (0, 1].
         temperature: the BSS term's softmax temperature, > 0.
         target: "sample" or "second" (how the target class is chosen).
@@ -147,10 +186,10 @@ class BoundarySupportingDistiller(Distiller):
         self.seed = seed
         if "bss_kd_loss" in self.term_weights:
             raise ValueError("The term name 'bss_kd_loss' is reserved by BoundarySupportingDistiller; rename the term.")
-        ensure_teacher_output(self)
+        # The base samples are chosen on the teacher's logits, even when no term reads them.
+        self.read_teacher_features([OUTPUT])
         self.seed_generator = keras.random.SeedGenerator(seed, name="bss_target_seed")
-        self.term_weights["bss_kd_loss"] = keras.Variable(self.bss_weight, trainable=False, name="bss_kd_loss_weight")
-        self.term_trackers["bss_kd_loss"] = keras.metrics.Mean(name="bss_kd_loss")
+        self.bss_term = self.add_term("bss_kd_loss", self.bss_weight)
 
     # ---- the attack ---------------------------------------------------------
 
@@ -158,112 +197,119 @@ class BoundarySupportingDistiller(Distiller):
         """Move each sample of `x` from the teacher's class `base_class`
         toward `target_class` (int tensors (batch,)) with the reference's
         iterative update; returns samples of `x`'s shape, without gradient."""
-        x_adv = tf.stop_gradient(tf.cast(x, "float32"))
-        base = tf.one_hot(base_class, self.num_classes, dtype="float32")
-        target = tf.one_hot(target_class, self.num_classes, dtype="float32")
+        x = ops.convert_to_tensor(x)
+        base = ops.one_hot(base_class, self.num_classes, dtype="float32")
+        target = ops.one_hot(target_class, self.num_classes, dtype="float32")
+
+        def margin(x_adv):
+            logits = ops.cast(self.teacher(ops.cast(x_adv, x.dtype), training=False), "float32")
+            f_base = ops.sum(logits * base, axis=-1)
+            f_target = ops.sum(logits * target, axis=-1)
+            return ops.sum(f_target - f_base), (logits, f_base, f_target)
+
+        x_adv = ops.stop_gradient(ops.cast(x, "float32"))
         per_sample = (-1,) + (1,) * (len(x_adv.shape) - 1)
-        feature_axes = list(range(1, len(x_adv.shape)))
+        feature_axes = tuple(range(1, len(x_adv.shape)))
         for _ in range(self.num_steps):  # a fixed, small number of iterations: unrolled
-            with tf.GradientTape() as tape:
-                tape.watch(x_adv)
-                logits = tf.cast(self.teacher(tf.cast(x_adv, x.dtype), training=False), "float32")
-                f_base = tf.reduce_sum(logits * base, axis=-1)
-                f_target = tf.reduce_sum(logits * target, axis=-1)
-                objective = tf.reduce_sum(f_target - f_base)
-            gradient = tape.gradient(objective, x_adv)
+            gradient, (logits, f_base, f_target) = input_gradient(margin, x_adv)
             # Samples already past the boundary stop moving.
-            active = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type="int32"), base_class), "float32")
-            norm = tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(gradient), axis=feature_axes), _NORM_EPS**2))
+            active = ops.cast(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), base_class), "float32")
+            norm = ops.sqrt(ops.maximum(ops.sum(ops.square(gradient), axis=feature_axes), _NORM_EPS**2))
             scale = self.step_size * active * (f_base - f_target + 1e-4) / norm
-            x_adv = x_adv + tf.reshape(scale, per_sample) * gradient
+            x_adv = ops.stop_gradient(x_adv + ops.reshape(scale, per_sample) * gradient)
             if self.input_range is not None:
-                x_adv = tf.clip_by_value(x_adv, *self.input_range)
-        return tf.stop_gradient(tf.cast(x_adv, x.dtype))
+                x_adv = ops.clip(x_adv, *self.input_range)
+        return ops.stop_gradient(ops.cast(x_adv, x.dtype))
 
     def target_classes(self, logits):
         """Target class per sample: any class but the teacher's top-1, drawn
         in proportion to the teacher's softmax ("sample") or the second most
         likely ("second")."""
-        top1 = tf.argmax(logits, axis=-1, output_type="int32")
-        masked = tf.where(tf.one_hot(top1, self.num_classes) > 0.5, tf.constant(-1e9, logits.dtype), logits)
+        logits = ops.cast(logits, "float32")
+        top1 = ops.argmax(logits, axis=-1)
+        masked = ops.where(ops.one_hot(top1, self.num_classes) > 0.5, -1e9, logits)
         if self.target == "second":
-            return tf.argmax(masked, axis=-1, output_type="int32")
+            return ops.cast(ops.argmax(masked, axis=-1), "int32")
         draw = keras.random.categorical(masked, 1, seed=self.seed_generator, dtype="int32")
-        return tf.reshape(draw, (-1,))
+        return ops.reshape(draw, (-1,))
+
+    def attack_count(self, batch):
+        """`min(batch, ceil(bss_fraction * batch))`, computed in float32 on
+        every backend; a Python int when the batch size is static."""
+        if isinstance(batch, int):
+            return min(batch, int(np.ceil(np.float32(self.bss_fraction) * np.float32(batch))))
+        count = ops.cast(ops.ceil(np.float32(self.bss_fraction) * ops.cast(batch, "float32")), "int32")
+        return ops.minimum(batch, count)
 
     def boundary_supporting_samples(self, x, y, teacher_logits, student_logits):
         """(samples, weights) for one batch: `ceil(bss_fraction * batch)`
         attacked samples and, per sample, 1.0 if it was a base sample (the
         teacher classified it correctly) else 0.0 (padding when fewer base
         samples than that exist)."""
-        if not isinstance(x, tf.Tensor) and not hasattr(x, "shape"):
-            raise ValueError("BoundarySupportingDistiller attacks a single input tensor; received a structure.")
-        x = tf.convert_to_tensor(x)
-        labels = class_ids(y, self.num_classes, "BoundarySupportingDistiller")
-        teacher_logits = tf.cast(teacher_logits, "float32")
-        student_logits = tf.cast(student_logits, "float32")
-        top1 = tf.argmax(teacher_logits, axis=-1, output_type="int32")
-        correct = tf.equal(top1, labels)
+        if isinstance(x, (dict, list, tuple)):
+            raise ValueError(  # noqa: TRY004 (ValueError throughout, as in Distiller)
+                "BoundarySupportingDistiller attacks a single input tensor; received a structure of "
+                f"{type(x).__name__}."
+            )
+        x = ops.convert_to_tensor(x)
+        labels = class_ids(ops.convert_to_tensor(y), self.num_classes, "BoundarySupportingDistiller")
+        teacher_logits = ops.cast(teacher_logits, "float32")
+        student_logits = ops.cast(student_logits, "float32")
+        top1 = ops.cast(ops.argmax(teacher_logits, axis=-1), "int32")
+        correct = ops.equal(top1, labels)
         # Rank base samples by teacher-student disagreement off the true class.
-        disagreement = tf.square(tf.nn.softmax(teacher_logits) - tf.nn.softmax(student_logits))
-        score = tf.reduce_sum(disagreement * (1.0 - tf.one_hot(labels, self.num_classes)), axis=-1)
-        score = tf.where(correct, score, tf.fill(tf.shape(score), tf.constant(-1.0)))  # scores are >= 0
-        batch = tf.shape(x)[0]
-        count = tf.minimum(batch, tf.cast(tf.math.ceil(self.bss_fraction * tf.cast(batch, "float32")), "int32"))
-        _, index = tf.math.top_k(score, k=count)
-        weights = tf.cast(tf.gather(correct, index), "float32")
-        chosen_logits = tf.gather(teacher_logits, index)
-        samples = self.attack(tf.gather(x, index), tf.gather(top1, index), self.target_classes(chosen_logits))
+        disagreement = ops.square(ops.softmax(teacher_logits, axis=-1) - ops.softmax(student_logits, axis=-1))
+        score = ops.sum(disagreement * (1.0 - ops.one_hot(labels, self.num_classes)), axis=-1)
+        score = ops.where(correct, score, -1.0)  # scores are >= 0
+        _, index = ops.top_k(score, k=self.attack_count(ops.shape(x)[0]))
+        weights = ops.cast(ops.take(correct, index, axis=0), "float32")
+        chosen_logits = ops.take(teacher_logits, index, axis=0)
+        samples = self.attack(
+            ops.take(x, index, axis=0), ops.take(top1, index, axis=0), self.target_classes(chosen_logits)
+        )
         return samples, weights
 
     def bss_kd_loss(self, teacher_logits, student_logits, weights):
         """mean over attacked base samples of KL(p_t^T || p_s^T)."""
         temperature = self.temperature
-        log_p_teacher = tf.nn.log_softmax(tf.cast(teacher_logits, "float32") / temperature, axis=-1)
-        log_p_student = tf.nn.log_softmax(tf.cast(student_logits, "float32") / temperature, axis=-1)
-        kl = tf.reduce_sum(tf.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
-        value = tf.reduce_sum(weights * kl) / tf.maximum(tf.reduce_sum(weights), 1.0)
+        log_p_teacher = ops.log_softmax(ops.cast(teacher_logits, "float32") / temperature, axis=-1)
+        log_p_student = ops.log_softmax(ops.cast(student_logits, "float32") / temperature, axis=-1)
+        kl = ops.sum(ops.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
+        value = ops.sum(weights * kl) / ops.maximum(ops.sum(weights), 1.0)
         # Keras sums replica gradients; scale like its per-sample losses.
         return value / num_replicas()
 
     # ---- the step -----------------------------------------------------------
 
-    def train_step(self, data):
-        # Overrides the whole step, not `transfer_batch`: the samples depend
-        # on the student's clean outputs, and the supervised loss must not
-        # see them.
-        x, y, sample_weight = self.transfer_batch(*keras.utils.unpack_x_y_sample_weight(data))
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The Distiller's loss on the clean batch plus `bss_weight *
+        bss_kd_loss` (0 in evaluation, which runs no attack)."""
+        total = super().compute_loss(x, y, y_pred, sample_weight, training)
+        if not self.returns_features:
+            return total
+        if training:
+            value = self.boundary_supporting_loss(y_pred[TRANSFER], self.mixed_labels(y, y_pred), y_pred)
+        else:
+            value = ops.zeros((), "float32")
+        self.bss_term.track(value, batch_size_of(x))
+        return total + self.bss_term.weighted(value)
+
+    def boundary_supporting_loss(self, x, y, outputs):
+        """`bss_kd_loss` on the samples attacked from the batch `x`: both
+        networks run on them (teacher in inference mode, outside the
+        gradient; student in training mode)."""
         if y is None:
             raise ValueError(
                 "BoundarySupportingDistiller attacks the samples the teacher classifies correctly, so it needs "
                 "the labels. Feed (x, y) batches."
             )
-        teacher_features = self.frozen_teacher_features(x)
-        with tf.GradientTape() as tape:
-            student_features = self._student_features(x, training=True)
-            values, total = self.compute_losses(x, y, sample_weight, teacher_features, student_features, training=True)
-            with tape.stop_recording():
-                samples, weights = self.boundary_supporting_samples(
-                    x, y, teacher_logits(teacher_features), student_features[OUTPUT]
-                )
-                teacher_on_samples = tf.stop_gradient(self.teacher(samples, training=False))
-            student_on_samples = self.student(samples, training=True)
-            values["bss_kd_loss"] = self.bss_kd_loss(teacher_on_samples, student_on_samples, weights)
-            total = total + self.term_weights["bss_kd_loss"] * values["bss_kd_loss"]
-            scaled_total = self.optimizer.scale_loss(total)
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled_total, variables)
-        self.optimizer.apply(gradients, variables)
-        return self._update_trackers(x, y, student_features[OUTPUT], sample_weight, values, total)
-
-    def test_step(self, data):
-        # Evaluation runs no attack: the BSS term is logged as 0.
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_features = self._teacher_features(x, training=False)
-        student_features = self._student_features(x, training=False)
-        values, total = self.compute_losses(x, y, sample_weight, teacher_features, student_features, training=False)
-        values["bss_kd_loss"] = tf.constant(0.0)
-        return self._update_trackers(x, y, student_features[OUTPUT], sample_weight, values, total)
+        samples, weights = self.boundary_supporting_samples(
+            x, y, teacher_logits(outputs["teacher"]), ops.stop_gradient(outputs["student"][OUTPUT])
+        )
+        with backend.no_grad():
+            teacher_on_samples = ops.stop_gradient(self.teacher(samples, training=False))
+        student_on_samples = self.student(samples, training=True)
+        return self.bss_kd_loss(teacher_on_samples, student_on_samples, weights)
 
     def get_config(self):
         return {
