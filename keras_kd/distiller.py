@@ -372,10 +372,19 @@ class Distiller(keras.Model):
         self.student_loss_tracker.update_state(
             ops.stop_gradient(student_loss) * num_replicas(), sample_weight=batch_size
         )
-        total = self.student_loss_weight_variable * student_loss
+        values = []
         for term in self.bound_terms:
             value = self.term_value(term, outputs, y, sample_weight, index if training else None, training)
             term.track(value, batch_size)
+            values.append((term, value))
+        return self.student_loss_weight_variable * student_loss + self.weighted_terms(values, training)
+
+    def weighted_terms(self, values, training):
+        """`sum_i weight_i * value_i` over `[(bound term, value), ...]`;
+        a scheme that weighs terms per step (e.g. dropping teachers at
+        random) overrides it."""
+        total = ops.zeros((), "float32")
+        for term, value in values:
             total = total + term.weighted(value)
         return total
 

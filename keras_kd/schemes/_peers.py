@@ -1,25 +1,67 @@
-"""What the schemes that train several peers in one `fit()` share (deep
-mutual learning, filter grafting): the model that runs the peers, the peers'
+"""What the schemes that train several networks in one `fit()` share (deep
+mutual learning, filter grafting, self distillation): a model whose step
+reads every network's output while `predict` sees one, the peers'
 validation and their accuracy."""
+
+import contextlib
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_kd.losses.base import num_replicas
 
 
-class PeerTrainer(keras.Model):
+class PrimaryOutput:
+    """Mixin for a `keras.Model` whose `call` returns every output of one
+    forward pass (what its `compute_loss` reads), while `predict`,
+    `predict_on_batch` and the output spec Keras builds the compiled loss and
+    metrics on see only its primary output: inside `_primary_output()`,
+    `call` returns that output alone (`_outputs_only` is True)."""
+
+    _outputs_only = False
+
+    @contextlib.contextmanager
+    def _primary_output(self):
+        previous, self._outputs_only = self._outputs_only, True
+        try:
+            yield
+        finally:
+            self._outputs_only = previous
+
+    def predict(self, *args, **kwargs):
+        with self._primary_output():
+            return super().predict(*args, **kwargs)
+
+    def predict_on_batch(self, *args, **kwargs):
+        with self._primary_output():
+            return super().predict_on_batch(*args, **kwargs)
+
+    def _symbolic_build(self, *args, **kwargs):
+        # Keras builds the compiled loss and metrics on the output spec of
+        # `call`: they compare the labels with the primary output.
+        with self._primary_output():
+            return super()._symbolic_build(*args, **kwargs)
+
+
+def regularization_loss(model):
+    """The sum of `model.losses` in float32, scaled per replica as Keras
+    scales the compiled loss (replica gradients are summed)."""
+    losses = [ops.cast(ops.sum(loss), "float32") for loss in model.losses]
+    return (ops.sum(ops.stack(losses)) if losses else ops.zeros((), "float32")) / num_replicas()
+
+
+class PeerTrainer(PrimaryOutput, keras.Model):
     """Base of the schemes that train `K >= 2` peers in one `fit()`.
 
-    Every step runs each peer once on the batch (training mode) and takes one
-    gradient step on the total of `compute_losses`: the peers' supervised
-    losses, the scheme's own terms (`extra_losses`, which subclasses define;
-    they log `peer{k}_{name}` for every other `name` in `peer_logs`) and the
-    peers' regularization losses. The logs hold those, each
-    peer's `peer{k}_accuracy` and the total `loss`; `metrics` are computed on
-    the first peer's output, and `call(x)` returns it.
+    Keras' own step runs it on every backend: `call` runs each peer once on
+    the batch and returns their outputs (a list, in peer order);
+    `compute_loss` returns the total of `compute_losses`: the peers'
+    supervised losses, the scheme's own terms (`extra_losses`, which
+    subclasses define; they log `peer{k}_{name}` for every other `name` in
+    `peer_logs`) and the peers' regularization losses. The logs hold those,
+    each peer's `peer{k}_accuracy` and the total `loss`; `metrics` are
+    computed on the first peer's output, which `predict` returns.
     """
 
     peer_logs = ("loss",)  # per-peer values of `compute_losses`, logged as peer{k}_{name}
@@ -37,7 +79,27 @@ class PeerTrainer(keras.Model):
         self.built = True
 
     def call(self, inputs, training=None):
-        return self.peers[0](inputs, training=training)
+        """Every peer's output on `inputs`, as a list in peer order (the
+        first peer's alone in `predict`)."""
+        if self._outputs_only:
+            return self.peers[0](inputs, training=training)
+        return [peer(inputs, training=training) for peer in self.peers]
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The total of `compute_losses` on the peers' outputs (`y_pred`, from
+        `call`); updates the per-peer trackers."""
+        self._check_compiled(y)
+        if self._outputs_only:  # Keras building the compiled loss on the first peer's output spec
+            return self._compile_loss(y, y_pred, sample_weight)
+        values, total = self.compute_losses(y, sample_weight, y_pred)
+        batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
+        # Keras divides per-sample losses by the replica count; the logs hold the unscaled values.
+        replicas = num_replicas()
+        for tracker in self.peer_log_trackers:
+            tracker.update_state(ops.stop_gradient(values[tracker.name]) * replicas, sample_weight=batch_size)
+        for tracker, z_k in zip(self.peer_accuracy_trackers, y_pred):
+            tracker.update_state(correct(y, ops.stop_gradient(z_k)), sample_weight=sample_weight)
+        return total
 
     def compute_losses(self, y, sample_weight, logits):
         """Return ({log name: value}, total) for the peers' `logits` (one
@@ -45,21 +107,25 @@ class PeerTrainer(keras.Model):
         (`peer{k}_loss`), the scheme's own terms (`extra_losses`) and the
         peers' regularization losses, counted once."""
         values = {}
-        total = tf.constant(0.0)
+        total = ops.zeros((), "float32")
         for k, z_k in enumerate(logits, start=1):
-            values[f"peer{k}_loss"] = tf.cast(self._compile_loss(y, z_k, sample_weight), "float32")
+            values[f"peer{k}_loss"] = ops.cast(self._compile_loss(y, z_k, sample_weight), "float32")
             total = total + values[f"peer{k}_loss"]
         extra, extra_total = self.extra_losses(sample_weight, logits)
         values.update(extra)
-        total = total + extra_total
-        for loss in self.losses:
-            total = total + tf.cast(loss, "float32")
-        return values, total
+        return values, total + extra_total + regularization_loss(self)
 
     def extra_losses(self, sample_weight, logits):
         """The scheme's terms beyond the supervised losses: ({log name:
         value}, their weighted sum). None here."""
         return {}, 0.0
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The compiled metrics of the first peer's output."""
+        self._check_compiled(y)
+        if not self._outputs_only:  # else `call` gave the first peer's output alone
+            y_pred = y_pred[0]
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def _check_compiled(self, y):
         name = type(self).__name__
@@ -72,36 +138,6 @@ class PeerTrainer(keras.Model):
                 f"{name} needs the peers' supervised loss: pass `loss=` to compile(), e.g. "
                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True)."
             )
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_compiled(y)
-        with tf.GradientTape() as tape:
-            logits = [peer(x, training=True) for peer in self.peers]
-            values, total = self.compute_losses(y, sample_weight, logits)
-            scaled_total = self.optimizer.scale_loss(total)
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled_total, variables)
-        self.optimizer.apply(gradients, variables)
-        return self._update_trackers(x, y, sample_weight, logits, values, total)
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_compiled(y)
-        logits = [peer(x, training=False) for peer in self.peers]
-        values, total = self.compute_losses(y, sample_weight, logits)
-        return self._update_trackers(x, y, sample_weight, logits, values, total)
-
-    def _update_trackers(self, x, y, sample_weight, logits, values, total):
-        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
-        # Keras divides per-sample losses by the replica count; undo it for the logs.
-        replicas = num_replicas()
-        self._loss_tracker.update_state(total * replicas, sample_weight=batch_size)
-        for tracker in self.peer_log_trackers:
-            tracker.update_state(values[tracker.name] * replicas, sample_weight=batch_size)
-        for tracker, z_k in zip(self.peer_accuracy_trackers, logits):
-            tracker.update_state(correct(y, z_k), sample_weight=sample_weight)
-        return self.compute_metrics(x, y, logits[0], sample_weight=sample_weight)
 
     def evaluate_peers(self, x, y, batch_size=256):
         """Top-1 accuracy of each peer on `(x, y)` (inference mode), as a
@@ -140,7 +176,7 @@ def correct(y, logits):
         labels = ops.argmax(y, axis=-1)
     else:
         labels = ops.reshape(y, ops.shape(predicted))
-    return ops.cast(ops.equal(ops.cast(labels, "int64"), ops.cast(predicted, "int64")), "float32")
+    return ops.cast(ops.equal(ops.cast(labels, "int32"), ops.cast(predicted, "int32")), "float32")
 
 
 def _output_shape(model, scheme):

@@ -25,7 +25,7 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_kd.losses.base import is_int, validate_positive
 from keras_kd.schemes._peers import PeerTrainer, validate_peers
@@ -51,7 +51,8 @@ def weight_entropy(weights, bins=10):
     log, empty bins contribute 0). A constant tensor has entropy 0; values
     spread evenly over the bins reach the maximum `log(bins)`.
 
-    Vectorised TensorFlow, computed in float32; returns a scalar tensor.
+    Vectorised `keras.ops` (any backend), computed in float32; returns a
+    scalar tensor.
 
     The reference counts bin `i` as `min + i*s <= x < min + (i+1)*s`, so the
     elements equal to the maximum fall in no bin and the `p_i` sum to
@@ -61,16 +62,18 @@ def weight_entropy(weights, bins=10):
     both lose their maximum in the reference).
     """
     bins = _validate_bins(bins)
-    weights = tf.convert_to_tensor(weights)
-    if weights.shape.num_elements() == 0:
+    weights = ops.convert_to_tensor(weights)
+    size = math.prod(weights.shape)
+    if size == 0:
         raise ValueError(f"weight_entropy needs at least one value. Received weights of shape {tuple(weights.shape)}.")
-    x = tf.reshape(tf.cast(weights, "float32"), [-1])
-    low, high = tf.reduce_min(x), tf.reduce_max(x)
-    position = tf.math.divide_no_nan(x - low, high - low) * float(bins)  # 0 everywhere for a constant tensor
-    index = tf.clip_by_value(tf.cast(tf.floor(position), "int32"), 0, bins - 1)
-    counts = tf.math.bincount(index, minlength=bins, maxlength=bins, dtype=tf.float32)
-    p = counts / tf.cast(tf.size(x), "float32")
-    return 0.0 - tf.reduce_sum(tf.math.xlogy(p, p))  # 0.0, not -0.0, for a constant tensor
+    x = ops.reshape(ops.cast(weights, "float32"), (-1,))
+    low, high = ops.min(x), ops.max(x)
+    position = ops.divide_no_nan(x - low, high - low) * float(bins)  # 0 everywhere for a constant tensor
+    index = ops.clip(ops.cast(ops.floor(position), "int32"), 0, bins - 1)
+    counts = ops.cast(ops.bincount(index, minlength=bins), "float32")  # length `bins`: index < bins
+    p = counts / float(size)
+    # p log p, with 0 log 0 = 0 (an empty bin's log reads p = 1).
+    return 0.0 - ops.sum(p * ops.log(ops.where(p > 0, p, 1.0)))  # 0.0, not -0.0, for a constant tensor
 
 
 def grafting_coefficient(entropy_self, entropy_other, a=0.4, c=500.0, rounding=None):
@@ -87,11 +90,11 @@ def grafting_coefficient(entropy_self, entropy_other, a=0.4, c=500.0, rounding=N
     """
     a, c = _validate_a(a), validate_positive("c", c)
     rounding = _validate_rounding(rounding)
-    difference = tf.cast(entropy_self, "float32") - tf.cast(entropy_other, "float32")
-    alpha = tf.constant(a / math.pi, "float32") * tf.atan(tf.constant(c, "float32") * difference) + 0.5
+    difference = ops.cast(entropy_self, "float32") - ops.cast(entropy_other, "float32")
+    alpha = ops.cast(a / math.pi, "float32") * ops.arctan(ops.cast(c, "float32") * difference) + 0.5
     if rounding is not None:
-        scale = tf.constant(10.0**rounding, "float32")
-        alpha = tf.round(alpha * scale) / scale
+        scale = ops.cast(10.0**rounding, "float32")
+        alpha = ops.round(alpha * scale) / scale
     return alpha
 
 
@@ -199,9 +202,9 @@ class FilterGrafting(keras.callbacks.Callback):
             peer_alphas = []
             for i, kernel in enumerate(kernels):
                 alpha = grafting_coefficient(entropies[k][i], entropies[source][i], self.a, self.c, self.rounding)
-                own = tf.cast(kernel, "float32")
-                other = tf.cast(targets[source][i], "float32")
-                updates.append((kernel, tf.cast(alpha * own + (1.0 - alpha) * other, kernel.dtype)))
+                own = ops.cast(kernel, "float32")
+                other = ops.cast(targets[source][i], "float32")
+                updates.append((kernel, ops.cast(alpha * own + (1.0 - alpha) * other, kernel.dtype)))
                 peer_alphas.append(float(alpha))
             alphas.append(peer_alphas)
         for kernel, value in updates:  # only now: every peer grafts from the weights before this round
@@ -262,8 +265,9 @@ class GraftingTrainer(PeerTrainer):
     computed on the first peer's output. The logs hold, for each peer `k`
     (1-based), `peer{k}_loss` and `peer{k}_accuracy`, the total `loss` (the
     sum of the peers' losses and regularization losses) and, at grafting
-    epochs, `graft_coef_peer{k}`. `call(x)` returns the first peer's
-    output; the peers stay plain Keras models (`trainer.peers[k]`).
+    epochs, `graft_coef_peer{k}`. `predict(x)` returns the first peer's
+    output (`trainer(x)`, every peer's, as a list); the peers stay plain
+    Keras models (`trainer.peers[k]`).
 
     Args:
         peers: a list of two or more distinct, built `keras.Model`s with the

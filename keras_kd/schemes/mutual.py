@@ -1,7 +1,7 @@
 """Zhang, Xiang, Hospedales & Lu, "Deep Mutual Learning", CVPR 2018."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_kd.losses.base import validate_positive
 from keras_kd.losses.kd import KDLoss
@@ -39,9 +39,9 @@ class MutualLearning(PeerTrainer):
     (1-based), `peer{k}_loss` (its supervised loss), `peer{k}_kd_loss` (its
     mimicry term, before `kd_weight`) and `peer{k}_accuracy` (top-1 against
     the labels, sparse or one-hot), plus the total `loss` (the sum of the
-    peers' losses and any regularization losses). `call(x)` returns the
-    first peer's output; the peers stay plain Keras models
-    (`mutual.peers[k]`).
+    peers' losses and any regularization losses). `predict(x)` returns the
+    first peer's output (`mutual(x)`, every peer's, as a list); the peers
+    stay plain Keras models (`mutual.peers[k]`).
 
     Args:
         peers: a list of two or more distinct, built `keras.Model`s with the
@@ -81,8 +81,8 @@ class MutualLearning(PeerTrainer):
             mimicry = [
                 self.kd_loss(z_j, z_k, sample_weight=sample_weight) for j, z_j in enumerate(logits, start=1) if j != k
             ]
-            values[f"peer{k}_kd_loss"] = tf.cast(tf.add_n(mimicry), "float32") / float(len(mimicry))
-        return values, self.kd_weight * tf.add_n(list(values.values()))
+            values[f"peer{k}_kd_loss"] = ops.cast(sum(mimicry), "float32") / float(len(mimicry))
+        return values, self.kd_weight * sum(values.values())
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature, "kd_weight": self.kd_weight}

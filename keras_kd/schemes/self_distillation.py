@@ -5,14 +5,13 @@ Performance of Convolutional Neural Networks via Self Distillation", ICCV
 import math
 
 import keras
-import tensorflow as tf
 from keras import layers, ops
 
 from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.losses.kd import KDLoss
 from keras_kd.models import feature_layers
 from keras_kd.models._layers import bn, conv
-from keras_kd.schemes._peers import correct
+from keras_kd.schemes._peers import PrimaryOutput, correct, regularization_loss
 
 
 class _Exits:
@@ -30,7 +29,7 @@ class _Exits:
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class SelfDistillation(keras.Model):
+class SelfDistillation(PrimaryOutput, keras.Model):
     """Self distillation, "Be Your Own Teacher" (Zhang, Song, Gao, Chen, Bao
     & Ma, ICCV 2019): the deepest classifier of a network teaches shallow
     classifiers attached to its earlier sections, and through them the
@@ -77,8 +76,10 @@ class SelfDistillation(keras.Model):
     Logs: `final_loss` (CE of the deepest classifier), per head `i` (1-based,
     `heads[i - 1]`) `head{i}_loss` (CE), `head{i}_kd_loss`,
     `head{i}_hint_loss` (before their weights) and `head{i}_accuracy`, the
-    total `loss`, and the compiled metrics on the deepest output. `call(x)`
-    is the model's own output.
+    total `loss`, and the compiled metrics on the deepest output. Keras' own
+    step runs it on every backend: `call(x)` returns every exit of one
+    forward pass (as `exits`), `compute_loss` the total `L`; `predict(x)`
+    returns the model's own output.
 
     Args:
         model: a built functional `keras.Model` whose output layer (e.g. a
@@ -174,30 +175,57 @@ class SelfDistillation(keras.Model):
         self.built = True
 
     def call(self, inputs, training=None):
-        return self.model(inputs, training=training)
+        """Every exit of one forward pass (`exits`); the model's own output
+        alone in `predict`."""
+        if self._outputs_only:
+            return self.model(inputs, training=training)
+        return self._exits(inputs, training=training)
 
     def exits(self, x, training=False):
         """Every exit of one forward pass: `{"logits", "feature",
         "head{i}_logits", "head{i}_feature"}` (see the class docstring)."""
         return self._exits(x, training=training)
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The total `L` of `compute_losses` on the exits `call` returned
+        (`y_pred`); updates the per-exit trackers."""
+        self._check_compiled(y)
+        if self._outputs_only:  # Keras building the compiled loss on the model's output spec
+            return self._compile_loss(y, y_pred, sample_weight)
+        values, total = self.compute_losses(y, sample_weight, y_pred)
+        batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
+        # Keras divides per-sample losses by the replica count; the logs hold the unscaled values.
+        replicas = num_replicas()
+        for key, value in values.items():
+            tracker = self.final_loss_tracker if key == "final_loss" else self.head_trackers[key]
+            tracker.update_state(ops.stop_gradient(value) * replicas, sample_weight=batch_size)
+        for i in range(1, len(self.heads) + 1):
+            accuracy = correct(y, ops.stop_gradient(y_pred[f"head{i}_logits"]))
+            self.head_trackers[f"head{i}_accuracy"].update_state(accuracy, sample_weight=sample_weight)
+        return total
+
     def compute_losses(self, y, sample_weight, exits):
         """Return ({log name: value}, total) for the `exits()` of a batch."""
-        final = tf.cast(self._compile_loss(y, exits["logits"], sample_weight), "float32")
+        final = ops.cast(self._compile_loss(y, exits["logits"], sample_weight), "float32")
         values = {"final_loss": final}
         total = final
         target = ops.stop_gradient(ops.cast(exits["feature"], "float32"))
         for i in range(1, len(self.heads) + 1):
             logits = exits[f"head{i}_logits"]
-            ce = tf.cast(self._compile_loss(y, logits, sample_weight), "float32")
-            kd = tf.cast(self.kd_loss(exits["logits"], logits, sample_weight=sample_weight), "float32")
+            ce = ops.cast(self._compile_loss(y, logits, sample_weight), "float32")
+            kd = ops.cast(self.kd_loss(exits["logits"], logits, sample_weight=sample_weight), "float32")
             feature = ops.cast(exits[f"head{i}_feature"], "float32")
             hint = self._feature_width * self.hint_loss(target, feature, sample_weight=sample_weight)
             values.update({f"head{i}_loss": ce, f"head{i}_kd_loss": kd, f"head{i}_hint_loss": hint})
             total = total + (1.0 - self.alpha) * ce + self.alpha * kd + self.beta * hint
-        for loss in self.losses:  # regularizers of the model and the heads
-            total = total + tf.cast(loss, "float32")
-        return values, total
+        return values, total + regularization_loss(self)  # regularizers of the model and the heads
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The compiled metrics of the deepest classifier's output."""
+        self._check_compiled(y)
+        if not self._outputs_only:  # else `call` gave the model's output alone
+            y_pred = y_pred["logits"]
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def _check_compiled(self, y):
         if y is None:
@@ -209,38 +237,6 @@ class SelfDistillation(keras.Model):
                 "SelfDistillation needs the classifiers' supervised loss: pass `loss=` to compile(), e.g. "
                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True)."
             )
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_compiled(y)
-        with tf.GradientTape() as tape:
-            exits = self._exits(x, training=True)
-            values, total = self.compute_losses(y, sample_weight, exits)
-            scaled_total = self.optimizer.scale_loss(total)
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled_total, variables)
-        self.optimizer.apply(gradients, variables)
-        return self._update_trackers(x, y, sample_weight, exits, values, total)
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_compiled(y)
-        exits = self._exits(x, training=False)
-        values, total = self.compute_losses(y, sample_weight, exits)
-        return self._update_trackers(x, y, sample_weight, exits, values, total)
-
-    def _update_trackers(self, x, y, sample_weight, exits, values, total):
-        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
-        # Keras divides per-sample losses by the replica count; undo it for the logs.
-        replicas = num_replicas()
-        self._loss_tracker.update_state(total * replicas, sample_weight=batch_size)
-        for key, value in values.items():
-            tracker = self.final_loss_tracker if key == "final_loss" else self.head_trackers[key]
-            tracker.update_state(value * replicas, sample_weight=batch_size)
-        for i in range(1, len(self.heads) + 1):
-            accuracy = correct(y, exits[f"head{i}_logits"])
-            self.head_trackers[f"head{i}_accuracy"].update_state(accuracy, sample_weight=sample_weight)
-        return self.compute_metrics(x, y, exits["logits"], sample_weight=sample_weight)
 
     def export_model(self):
         """The classifier without heads: `self.model` itself (same layers and

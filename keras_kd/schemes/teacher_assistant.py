@@ -17,7 +17,7 @@ after a fraction of the student's training).
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_kd import recipes
 from keras_kd.distiller import Distiller
@@ -45,10 +45,10 @@ class StochasticTeachersDistiller(Distiller):
     uniformly) are dropped, so one always teaches (DGKD drops one teacher per
     mini-batch, `k = 1`). Kept terms are not rescaled (DGKD sums the kept KD
     terms as they are). Terms without `teacher=` (the ensemble) are never
-    dropped; evaluation (`test_step`) drops nothing. The draw runs inside the
-    compiled step from a `keras.random.SeedGenerator`: no re-tracing, no
-    Python loop over the batch. The logged term values are the undropped
-    values; `loss` is the total actually minimised.
+    dropped; evaluation drops nothing. The draw runs inside the compiled
+    step (`compute_loss`) from a `keras.random.SeedGenerator`: no
+    re-tracing, no Python loop over the batch. The logged term values are
+    the undropped values; `loss` is the total actually minimised.
 
     Args:
         teacher, student, terms, **kwargs: as `keras_kd.Distiller`
@@ -81,21 +81,22 @@ class StochasticTeachersDistiller(Distiller):
         if self.drop_count is not None:
             # Rank of each draw; the `dropped` smallest are dropped: a uniform choice of that many teachers.
             dropped = min(self.drop_count, count - 1)
-            return tf.cast(tf.argsort(tf.argsort(draws)) >= dropped, "float32")
-        return tf.cast(draws >= self.drop_rate, "float32")  # draws lie in [0, 1): rate 0 keeps, rate 1 drops all
+            return ops.cast(ops.argsort(ops.argsort(draws)) >= dropped, "float32")
+        return ops.cast(draws >= self.drop_rate, "float32")  # draws lie in [0, 1): rate 0 keeps, rate 1 drops all
 
-    def compute_losses(self, x, y, sample_weight, teacher_features, student_features, training, *args, **kwargs):
-        values, total = super().compute_losses(
-            x, y, sample_weight, teacher_features, student_features, training, *args, **kwargs
-        )
+    def weighted_terms(self, values, training):
+        """The Distiller's weighted sum, where in training each term whose
+        teacher this step's `keep_mask` drops counts 0."""
         if not training or not self.drops:
-            return values, total
+            return super().weighted_terms(values, training)
         keep = self.keep_mask()
-        for term in self.terms:
+        total = ops.zeros((), "float32")
+        for term, value in values:
+            weighted = term.weighted(value)
             if term.teacher is not None:
-                dropped = 1.0 - keep[self._teacher_keys.index(term.teacher)]
-                total = total - dropped * self.term_weights[term.name] * values[term.name]
-        return values, total
+                weighted = keep[self._teacher_keys.index(term.teacher)] * weighted
+            total = total + weighted
+        return total
 
     def get_config(self):
         return {**super().get_config(), "drop_rate": self.drop_rate, "drop_count": self.drop_count, "seed": self.seed}
@@ -136,8 +137,9 @@ class TeacherAssistant:
       (`StochasticTeachersDistiller`); DGKD drops one teacher per
       mini-batch (`drop_count=1`, `DGKD_DROP_COUNT`).
 
-    A model trained in a stage is frozen (`trainable = False`) when it
-    teaches the next one, and runs in inference mode there. The teacher
+    A model trained in a stage is frozen when it teaches the next one (the
+    Distiller leaves its variables out of training) and runs in inference
+    mode there. The teacher
     must already be trained; the assistants and the student are trained
     here, from their current weights.
 

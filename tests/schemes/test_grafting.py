@@ -3,7 +3,6 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_kd.schemes.grafting import FilterGrafting, GraftingTrainer, grafting_coefficient, weight_entropy
 from tests.conftest import cnn, mlp, sparse_ce
@@ -48,8 +47,8 @@ def kernels(model):
     ],
 )
 def test_entropy_matches_a_float64_histogram(values, bins):
-    got = weight_entropy(tf.constant(values, "float32"), bins=bins)
-    assert got.dtype == tf.float32 and got.shape == ()
+    got = weight_entropy(keras.ops.convert_to_tensor(values, "float32"), bins=bins)
+    assert keras.backend.standardize_dtype(got.dtype) == "float32" and tuple(got.shape) == ()
     np.testing.assert_allclose(float(got), numpy_entropy(values.astype("float32"), bins), rtol=1e-5)
 
 
@@ -69,12 +68,12 @@ def test_coefficient_follows_the_arctan_formula():
     assert float(grafting_coefficient(1.3, 1.3)) == 0.5
     differences = np.array([-1.0, -0.01, -1e-3, -1e-5, 1e-5, 1e-3, 0.01, 1.0], "float32")
     for a, c in [(0.4, 500.0), (0.8, 20.0)]:
-        alpha = grafting_coefficient(differences, np.zeros_like(differences), a=a, c=c).numpy()
+        alpha = keras.ops.convert_to_numpy(grafting_coefficient(differences, np.zeros_like(differences), a=a, c=c))
         assert alpha.dtype == np.float32
         np.testing.assert_allclose(alpha, numpy_alpha(differences.astype("float64"), 0.0, a, c, None), rtol=1e-6)
         assert np.all((alpha > 0.5 - a / 2) & (alpha < 0.5 + a / 2))
         assert np.all(alpha[differences > 0] > 0.5) and np.all(alpha[differences < 0] < 0.5)
-        swapped = grafting_coefficient(np.zeros_like(differences), differences, a=a, c=c).numpy()
+        swapped = keras.ops.convert_to_numpy(grafting_coefficient(np.zeros_like(differences), differences, a=a, c=c))
         np.testing.assert_allclose(alpha + swapped, 1.0, rtol=1e-6)
     rounded = grafting_coefficient(2.0, 1.999, rounding=2)  # 0.4/pi * arctan(0.5) + 0.5 = 0.559...
     np.testing.assert_allclose(float(rounded), 0.56, rtol=1e-6)
@@ -156,7 +155,10 @@ def test_trainer_trains_grafts_every_epoch_and_logs(digits):
     logs = trainer.evaluate(x, y, verbose=0, return_dict=True)
     np.testing.assert_allclose(trainer.evaluate_peers(x, y), [logs["peer1_accuracy"], logs["peer2_accuracy"]])
     np.testing.assert_allclose(logs["peer1_accuracy"], logs["accuracy"])
-    np.testing.assert_allclose(trainer.predict(x[:8], verbose=0), trainer.peers[0].predict(x[:8], verbose=0))
+    # The same network, compiled inside two models (XLA may fuse differently).
+    np.testing.assert_allclose(
+        trainer.predict(x[:8], verbose=0), trainer.peers[0].predict(x[:8], verbose=0), rtol=1e-6, atol=1e-7
+    )
 
 
 def test_grafting_runs_only_every_n_epochs():
@@ -203,6 +205,8 @@ def test_a_peer_gets_no_gradient_from_the_others_loss(digits):
     before = [[w.numpy() for w in peer.trainable_weights] for peer in trainer.peers]
     trainer.train_on_batch(x, y)
     for weight, value in zip(trainer.peers[0].trainable_weights, before[0]):
+        if "conv" in weight.path and weight.path.endswith("/bias"):  # before BatchNorm: zero gradient but rounding
+            continue
         assert not np.allclose(weight.numpy(), value), weight.path
     for weight, value in zip(trainer.peers[1].trainable_weights, before[1]):
         np.testing.assert_array_equal(weight.numpy(), value, err_msg=weight.path)

@@ -19,7 +19,11 @@ def small(digits):
 
 
 def outputs(model, x):
-    return np.asarray(model(x, training=False))
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def value(tensor):
+    return float(keras.ops.convert_to_numpy(keras.ops.stop_gradient(tensor)))
 
 
 def weights(model):
@@ -41,7 +45,9 @@ def test_chain_trains_each_stage_from_the_previous(trained_teacher, small):
     assert not np.allclose(outputs(assistant, x), assistant_before)  # the assistant was trained
     np.testing.assert_allclose(outputs(trained_teacher, x), teacher_before)  # the teacher was not
     # Stage 2 compares the student with the assistant's logits, not the teacher's.
-    np.testing.assert_allclose(np.asarray(second.teacher_features(x)["__output__"]), outputs(assistant, x), atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(second.teacher_features(x)["__output__"]), outputs(assistant, x), atol=1e-5
+    )
     assert {"kd_loss", "student_loss", "loss"} <= set(history[1]["history"])
     # The kd recipe in every stage (same terms, same supervised weight).
     for distiller in chain.distillers:
@@ -98,11 +104,15 @@ def test_dense_variant_reads_every_larger_model(trained_teacher, small):
     # Each term compares the student with its own teacher; the total sums them (DGKD's sum, no average).
     features = last.teacher_features(x[:32])
     for key, model in last.teachers.items():
-        np.testing.assert_allclose(np.asarray(features[key]["__output__"]), outputs(model, x[:32]), atol=1e-5)
-    student_features = last._student_features(x[:32], training=False)
-    values, total = last.compute_losses(x[:32], y[:32], None, features, student_features, training=False)
-    expected = 0.1 * values["student_loss"] + 0.9 * sum(values[f"kd_loss_{k}"] for k in last.teachers)
-    assert float(total) == pytest.approx(float(expected), rel=1e-5)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(features[key]["__output__"]), outputs(model, x[:32]), atol=1e-5
+        )
+    step = last(x[:32], training=False)
+    total = last.compute_loss(x[:32], y[:32], step, training=False)
+    student_loss = last.student_loss(x[:32], y[:32], step["student"]["__output__"], None, training=False)
+    kd = {term.name: last.term_value(term, step, y[:32], None, None, False) for term in last.bound_terms}
+    expected = 0.1 * value(student_loss) + 0.9 * sum(value(kd[f"kd_loss_{k}"]) for k in last.teachers)
+    assert value(total) == pytest.approx(expected, rel=1e-5)
 
 
 def dense_distiller(teacher, drop_rate=0.0, drop_count=None, seed=0, student=None):
@@ -117,7 +127,7 @@ def dense_distiller(teacher, drop_rate=0.0, drop_count=None, seed=0, student=Non
 @pytest.mark.parametrize("rate", [0.25, 0.6])
 def test_drop_rate_drops_each_teacher_at_the_rate(trained_teacher, rate):
     distiller = dense_distiller(trained_teacher, drop_rate=rate)
-    masks = np.stack([np.asarray(distiller.keep_mask()) for _ in range(3000)])
+    masks = np.stack([keras.ops.convert_to_numpy(distiller.keep_mask()) for _ in range(3000)])
     assert set(np.unique(masks)) <= {0.0, 1.0}
     # 3000 Bernoulli draws per teacher: the standard error of the mean is under 0.01.
     np.testing.assert_allclose(masks.mean(0), 1 - rate, atol=0.035)
@@ -126,11 +136,13 @@ def test_drop_rate_drops_each_teacher_at_the_rate(trained_teacher, rate):
 
 def test_drop_count_drops_exactly_that_many_uniformly(trained_teacher):
     distiller = dense_distiller(trained_teacher, drop_count=DGKD_DROP_COUNT)
-    masks = np.stack([np.asarray(distiller.keep_mask()) for _ in range(3000)])
+    masks = np.stack([keras.ops.convert_to_numpy(distiller.keep_mask()) for _ in range(3000)])
     np.testing.assert_array_equal(masks.sum(1), 2.0)  # one of three dropped, every draw
     np.testing.assert_allclose(masks.mean(0), 2 / 3, atol=0.035)
     # More than n - 1 asked: one teacher always stays.
-    masks = np.stack([np.asarray(dense_distiller(trained_teacher, drop_count=5).keep_mask()) for _ in range(20)])
+    masks = np.stack(
+        [keras.ops.convert_to_numpy(dense_distiller(trained_teacher, drop_count=5).keep_mask()) for _ in range(20)]
+    )
     np.testing.assert_array_equal(masks.sum(1), 1.0)
 
 
