@@ -88,6 +88,11 @@ def run_worker(
     else:
         strategy = tf.distribute.get_strategy()
         task = {"type": "worker", "index": 0}
+    # Imported only now: it imports Keras, after the strategy configured TensorFlow.
+    from keras_kd import backend
+
+    # On JAX or PyTorch, Keras ignores the strategy: each worker would train alone.
+    backend.require_tensorflow("tf.distribute (this multi-worker example)")
     chief = task["type"] == "chief" or (
         task["type"] == "worker"
         and task["index"] == 0
@@ -237,6 +242,9 @@ def main(
     """Train the teacher (unless given), distill on `local_workers` loopback
     workers, print and return {"teacher": acc, "distilled student": acc,
     "weights agree": bool}."""
+    from keras_kd import backend
+
+    backend.require_tensorflow("tf.distribute (this multi-worker example)")  # before training anything
     with tempfile.TemporaryDirectory() as folder:
         results = {}
         if teacher is None:

@@ -135,7 +135,9 @@ class MixUp(keras.layers.Layer):
         shift = 1 + ops.cast(
             ops.floor(keras.random.uniform((), dtype="float32", seed=self.seed_generator) * (size - 1.0)), "int32"
         )
-        batch_size = ops.cast(batch_size, "int32")
+        # A static Python int stays one: JAX's arange needs a concrete length under jit.
+        if not isinstance(batch_size, int):
+            batch_size = ops.cast(batch_size, "int32")
         partner = ops.mod(ops.arange(batch_size, dtype="int32") + shift, batch_size)
         return ratio, partner
 

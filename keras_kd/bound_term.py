@@ -97,25 +97,10 @@ class BoundTerm(LoggedTerm):
         return student
 
     def compute(self, teacher, student, labels=None, index=None, sample_weight=None):
-        """The term's value (float32 scalar) on one batch.
-
-        `labels` go to losses with `requires_labels`, `index` (each
-        example's position in the training set, or None in evaluation) to
-        losses with `requires_index`; `sample_weight` to per-sample losses.
-        """
-        loss = self.loss
-        if getattr(loss, "requires_labels", False):
-            if labels is None:
-                raise ValueError(
-                    f"Term '{self.name}' ({type(loss).__name__}) needs the labels, but the data has none. "
-                    "Feed (x, y) batches."
-                )
-            teacher = (teacher, labels)
-        if getattr(loss, "requires_index", False) and index is not None:
-            teacher = (teacher, index)
-        per_sample = getattr(loss, "per_sample", True)
-        value = loss(teacher, student, sample_weight=sample_weight if per_sample else None)
-        return ops.cast(value, "float32")
+        """The term's value (float32 scalar) on one batch (see `term_value`)."""
+        return term_value(
+            self.loss, teacher, student, labels=labels, index=index, sample_weight=sample_weight, name=self.name
+        )
 
     def get_config(self):
         # The Distiller rebuilds its bound terms from `terms`; alone, a bound
@@ -125,6 +110,30 @@ class BoundTerm(LoggedTerm):
     @classmethod
     def from_config(cls, config):
         return cls(keras.saving.deserialize_keras_object(config["term"]))
+
+
+def term_value(loss, teacher, student, labels=None, index=None, sample_weight=None, name=None):
+    """The value (float32 scalar) of one term's `loss` on one batch: the
+    step of `keras_kd.Distiller` and of `keras_kd.legacy.Distiller` alike.
+
+    `labels` go to losses with `requires_labels`, `index` (each example's
+    position in the training set, or None in evaluation) to losses with
+    `requires_index`; `sample_weight` only to per-sample losses (a
+    relational loss, `per_sample = False`, relates the examples of the
+    batch to each other and takes none). `name` names the term in errors.
+    """
+    if getattr(loss, "requires_labels", False):
+        if labels is None:
+            raise ValueError(
+                f"Term '{name or loss.name}' ({type(loss).__name__}) needs the labels, but the data has none. "
+                "Feed (x, y) batches."
+            )
+        teacher = (teacher, labels)
+    if getattr(loss, "requires_index", False) and index is not None:
+        teacher = (teacher, index)
+    per_sample = getattr(loss, "per_sample", True)
+    value = loss(teacher, student, sample_weight=sample_weight if per_sample else None)
+    return ops.cast(value, "float32")
 
 
 def _own_copy(loss):

@@ -6,6 +6,10 @@ keras-kd distill --config run.yaml    # the same settings from a file
 keras-kd evaluate runs/x/student.keras --dataset digits
 keras-kd export runs/x/student.keras --quantize int8 --dataset digits
 keras-kd methods
+
+`distill` and `evaluate` run on every Keras backend (`KERAS_BACKEND=jax` or
+`torch`); TFLite export (`export`, the `distill` export stage, `--quantize`)
+needs TensorFlow, and says so in one line elsewhere.
 """
 
 import argparse
@@ -43,7 +47,9 @@ def _distill_parser(subparsers):
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="random shifts/flips")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--limit", type=int, help="use only the first N examples of each split")
-    parser.add_argument("--quantize", choices=["none", "float16", "dynamic", "int8"], help="of student.tflite")
+    parser.add_argument(
+        "--quantize", choices=["none", "float16", "dynamic", "int8"], help="of student.tflite (TensorFlow backend)"
+    )
     parser.add_argument("--output", help="run folder (default runs/<dataset>-<method>-<time>)")
     parser.add_argument("--overwrite", action="store_true", default=None, help="reuse an existing run folder")
     parser.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras fit verbosity")
@@ -141,8 +147,9 @@ def _evaluate(args):
 
 
 def _export(args):
-    from keras_kd import export
+    from keras_kd import backend, export
 
+    backend.require_tensorflow("keras-kd export (TFLite conversion)")  # before loading or reading data
     model = _load_model(args.model)
     representative = None
     if args.quantize == "int8":

@@ -15,7 +15,10 @@ batches, prefetched. `train` is reshuffled every epoch (seeded, with a
 buffer covering the split) and augmented when `augment=True`; `test` keeps
 the file order and is never augmented. `numpy(split)` returns a whole split
 as arrays normalized like the pipeline (for evaluation, or as TFLite
-representative data).
+representative data). The pipelines, TFRecord streaming included, are
+`tf.data`, which Keras' `fit` takes on every backend: they feed JAX and
+PyTorch training too (`tests/test_backends.py`), only the multi-worker
+sharding options are `tf.distribute`'s.
 
 Where the data comes from, first match wins:
 

@@ -414,10 +414,37 @@ class Distiller(keras.Model):
                     y = self.augmentation.mix_labels(y, y_pred["mixing"])
             y_pred = y_pred["student"][OUTPUT]
         if y is None:
-            logs = self.get_metrics_result()
+            logs = self._logs_without_labels()
         else:
             logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         return _multi_worker_logs(logs)
+
+    def _logs_without_labels(self):
+        """The losses' logs of a batch without labels: the compiled metrics
+        (accuracy, ...) compare predictions with labels, so they are left out
+        instead of failing unbuilt (`get_metrics_result` warns once)."""
+        compiled = getattr(self, "_compile_metrics", None)
+        logs = {}
+        for metric in self.metrics:
+            if metric is compiled:
+                continue
+            result = metric.result()
+            logs.update(result if isinstance(result, dict) else {metric.name: result})
+        return logs
+
+    def get_metrics_result(self):
+        compiled = getattr(self, "_compile_metrics", None)
+        if compiled is not None and not compiled.built:  # trained or evaluated without labels
+            names = (self.get_compile_config() or {}).get("metrics") or []
+            if names and not getattr(self, "_warned_no_labels", False):
+                self._warned_no_labels = True
+                warnings.warn(
+                    f"The data has no labels, so the compiled metrics {names} are not computed; the logs hold "
+                    "the loss and the distillation terms.",
+                    stacklevel=2,
+                )
+            return keras.tree.map_structure(keras.ops.convert_to_numpy, self._logs_without_labels())
+        return super().get_metrics_result()
 
     @property
     def returns_features(self):
@@ -454,6 +481,11 @@ class Distiller(keras.Model):
             raise ValueError(
                 "Nothing to train: the Distiller has no terms and compile() got "
                 "no supervised `loss`. Give terms, a loss, or both."
+            )
+        if not self.terms and self.student_loss_weight == 0:
+            raise ValueError(
+                "Nothing to train: the Distiller has no terms and student_loss_weight=0, so the total loss is 0 "
+                "whatever the student does. Give terms, or a student_loss_weight > 0."
             )
         callbacks = list(callbacks or [])
         # A recipe's schedule (`recipes.distiller` sets it), unless a callback given here schedules that term.

@@ -13,6 +13,11 @@ model (a quantization- or pruning-aware student, see
 `keras_kd.optimization`) converts with `from_keras_model`, and its
 fake-quant ranges become the int8 parameters. The file runs with the LiteRT
 interpreter (`ai-edge-litert`).
+
+Conversion (`to_tflite`, `converter_for`) and `compare` need the TensorFlow
+backend of Keras; on JAX or PyTorch they raise one clear error. Reading a
+`.tflite` file (`interpreter`, `predict_tflite`, `evaluate_tflite`) takes
+NumPy arrays and runs on every backend.
 """
 
 import os
@@ -24,6 +29,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_kd import backend
 
 QUANTIZE = (None, "float16", "dynamic", "int8")
 
@@ -93,6 +100,8 @@ def converter_for(
     allow_float_fallback=False,
 ):
     """A configured `tf.lite.TFLiteConverter` for `model` (see `to_tflite`)."""
+    # On JAX the SavedModel comes from jax2tf and int8 conversion leaves float ops; torch does not export.
+    backend.require_tensorflow("TFLite export")
     quantize = _validate(model, quantize, representative_data)
     if _is_tf_keras(model):
         # tf_keras models (quantization-/pruning-aware students) convert directly.
@@ -298,6 +307,7 @@ def compare(keras_model, tflite_path, data, repeats=50, batch_size=256):
     `tflite_latency_ms` (one `invoke` of the LiteRT interpreter), each the
     median of `repeats` runs after one warm-up.
     """
+    backend.require_tensorflow("keras_kd.export.compare (it times a tf.function of the Keras model)")
     x, y = _as_arrays(data)
     expected = keras_model.predict(x, batch_size=batch_size, verbose=0)
     actual = predict_tflite(tflite_path, x, batch_size)

@@ -7,7 +7,11 @@ Stages: teacher (train a zoo model, or load a `.keras` file), scratch
 student (the same student trained on labels alone with the same budget),
 distilled student, evaluation of all three, TFLite export of the distilled
 student, then the run folder: `report.json`, `report.md`, the models and the
-plots. With `assistant`, the student learns through teacher assistants
+plots. The job runs on every Keras backend (`KERAS_BACKEND=jax` or `torch`
+too: the data are `tf.data` pipelines, which Keras' `fit` accepts on each);
+TFLite export needs TensorFlow, so elsewhere that stage is skipped and
+`report.json` says why (and `quantize` other than "none" is refused before
+any training). With `assistant`, the student learns through teacher assistants
 (TAKD, Mirzadeh et al. 2020): each is distilled from the model before it
 with the same method and epochs, and reported as a stage of its own.
 Every stage writes its files as it finishes, so an interrupted run keeps
@@ -25,7 +29,7 @@ import keras
 import numpy as np
 import yaml
 
-from keras_kd import datasets, export, models, recipes, report
+from keras_kd import backend, datasets, export, models, recipes, report
 
 # Per-dataset defaults: pairs from the literature that fit the data's size. On digits the
 # teacher memorises its 898 training images (its T=1 outputs on them put 0.15% of the mass
@@ -104,6 +108,8 @@ class DistillConfig:
             raise ValueError(
                 f"`quantize` must be one of none, float16, dynamic, int8. Received: quantize={self.quantize!r}"
             )
+        if self.quantize != "none":  # asked for explicitly: fail now, not after training
+            backend.require_tensorflow(f"quantize={self.quantize!r} (TFLite export)")
         for name in self.methods:
             recipes.get_recipe(name)
         if self.student not in models.names():
@@ -292,6 +298,7 @@ def run(config):
     check_pairs(config, data, teacher)
     keras.utils.set_random_seed(config.seed)  # the check's models drew from the seeded generators
     job = _Run(config)
+    job.report["backend"] = backend.name()
     job.report["data"] = {
         "name": data.name,
         "source": data.source,
@@ -370,20 +377,13 @@ def _stages(config, data, teacher, job):
     job.report["student_loss_weight"] = student_loss_weight
     job.finish_stage("distillation", start, accuracy=job.report["models"]["distilled"]["accuracy"])
 
-    start = job.stage(4, "export", f"TFLite ({config.quantize})")
-    x_train, _ = data.numpy("train")
-    path = export.to_tflite(
-        student,
-        job.add_file("tflite", folder / "student.tflite"),
-        quantize=config.quantize,
-        representative_data=x_train if config.quantize == "int8" else None,
-    )
-    job.report["tflite"] = {
-        "quantize": config.quantize,
-        "bytes": os.path.getsize(path),
-        "accuracy": export.evaluate_tflite(path, (x_test, y_test)),
-    }
-    job.finish_stage("export", start, bytes=job.report["tflite"]["bytes"])
+    if backend.is_tensorflow():
+        _export_stage(config, data, student, job, x_test, y_test)
+    else:
+        reason = f"TFLite export needs the TensorFlow backend of Keras; this run uses {backend.name()!r}"
+        _log(f"[4/5] export: skipped ({reason})")
+        job.report["stages"]["export"] = {"seconds": 0.0, "skipped": reason}
+        job.save()
 
     start = job.stage(5, "report", "plots, report.json and report.md")
     job.report["status"] = "complete"
@@ -394,6 +394,24 @@ def _stages(config, data, teacher, job):
     job.finish_stage("report", start)
     _log("\n" + report.table(job.report))
     _log(f"\nRun folder: {folder}")
+
+
+def _export_stage(config, data, student, job, x_test, y_test):
+    """Stage 4: `student.tflite` (quantized as `config.quantize`) and its test accuracy."""
+    start = job.stage(4, "export", f"TFLite ({config.quantize})")
+    x_train, _ = data.numpy("train")
+    path = export.to_tflite(
+        student,
+        job.add_file("tflite", job.folder / "student.tflite"),
+        quantize=config.quantize,
+        representative_data=x_train if config.quantize == "int8" else None,
+    )
+    job.report["tflite"] = {
+        "quantize": config.quantize,
+        "bytes": os.path.getsize(path),
+        "accuracy": export.evaluate_tflite(path, (x_test, y_test)),
+    }
+    job.finish_stage("export", start, bytes=job.report["tflite"]["bytes"])
 
 
 def check_pairs(config, data, teacher=None):

@@ -20,11 +20,15 @@ and the losses stay the Keras 3 ones:
 `Distiller` here is the same step as `keras_kd.Distiller` written as a
 `tf_keras.Model`: the teacher runs once in inference mode outside the
 gradient, the student once in training mode, and the loss is
-`student_loss_weight * compiled_loss + sum(weight_i * term_i)`. It supports
-the losses without weights of their own (every method except VID, factor
-transfer and CRD) and terms without connectors; features are found by layer
-name, also under the `quant_` / `prune_low_magnitude_` names that
-tensorflow-model-optimization gives its wrappers.
+`student_loss_weight * compiled_loss + sum(weight_i * term_i)`, each term
+through `keras_kd.bound_term.term_value` as in the Keras 3 step (labels,
+`sample_weight` for per-sample losses only, float32), scaled per replica
+under `tf.distribute`. TensorFlow only: on another Keras backend the
+Distiller and `to_tf_keras` raise `keras_kd.backend.require_tensorflow`'s
+error. It supports the losses without weights of their own (every method
+except VID, factor transfer and CRD) and terms without connectors; features
+are found by layer name, also under the `quant_` / `prune_low_magnitude_`
+names that tensorflow-model-optimization gives its wrappers.
 """
 
 import inspect
@@ -34,12 +38,14 @@ import tensorflow as tf
 import tf_keras
 from keras.src import tree
 
+from keras_kd import backend
+from keras_kd.bound_term import term_value
 from keras_kd.distiller import _as_list, _unique_names
 from keras_kd.features import OUTPUT
 from keras_kd.features import FeatureExtractor as _Extractor
 from keras_kd.features import feature_keys as _keys
 from keras_kd.features import gather as _gather
-from keras_kd.losses.base import validate_positive
+from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.term import Term
 
 WRAPPER_PREFIXES = ("", "quant_", "prune_low_magnitude_")
@@ -94,6 +100,7 @@ def to_tf_keras(model):
     Raises a ValueError naming the first layer that has no tf_keras
     counterpart (custom layers) or whose configuration tf_keras rejects.
     """
+    backend.require_tensorflow("keras_kd.legacy.to_tf_keras (tf_keras, for tensorflow-model-optimization)")
     if isinstance(model, tf_keras.Model):
         return model
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
@@ -157,8 +164,18 @@ class _Features:
 class Distiller(tf_keras.Model):
     """`keras_kd.Distiller` for a tf_keras student (see the module docstring).
 
+    Each term's value comes from `keras_kd.bound_term.term_value`, the
+    function the Keras 3 Distiller uses: labels to losses that need them,
+    `sample_weight` to per-sample losses only (relational losses such as
+    similarity preserving or RKD take none). Under `tf.distribute` each
+    replica's loss is scaled to its share of the global batch as Keras
+    scales it (the compiled loss by tf_keras, the terms by the Keras 3
+    losses, the regularization-only student loss here) and the logged
+    values are scaled back, so they read as on one device.
+
     Args:
-        teacher: a built Keras 3 or tf_keras model, frozen.
+        teacher: a built Keras 3 or tf_keras model; it never trains here
+            (its `trainable` flag is left as it is).
         student: a built functional tf_keras model, possibly wrapped by
             `keras_kd.optimization.quantization_aware` or `pruning_aware`.
         terms: `keras_kd.Term`s (or bare losses, which compare outputs) whose
@@ -167,6 +184,7 @@ class Distiller(tf_keras.Model):
     """
 
     def __init__(self, teacher, student, terms=(), student_loss_weight=1.0, name="distiller", **kwargs):
+        backend.require_tensorflow("keras_kd.legacy.Distiller (tf_keras, for tensorflow-model-optimization)")
         super().__init__(name=name, **kwargs)
         if not isinstance(student, tf_keras.Model) or not student.inputs:
             raise ValueError(
@@ -186,17 +204,16 @@ class Distiller(tf_keras.Model):
                     "AT, NST, SP, RKD, PKT, ...)."
                 )
         self.student = student
-        teacher.trainable = False
         teacher_keys = sorted({k for term in self.terms for k in _keys(term.teacher_layer)})
         student_keys = sorted({OUTPUT} | {k for term in self.terms for k in _keys(term.student_layer)})
         # Outside tf_keras' tracking: a Keras 3 teacher is not a tf_keras layer, and it never trains.
         if isinstance(teacher, keras.Model):
-            features = _Extractor(teacher, teacher_keys, "teacher")
+            extractor = _Extractor(teacher, teacher_keys, "teacher")
         else:
-            features = _Features(teacher, teacher_keys)
+            extractor = _Features(teacher, teacher_keys)
         object.__setattr__(self, "_teacher", teacher)
-        object.__setattr__(self, "_teacher_features", features)
-        self._student_features = _Features(student, student_keys)
+        object.__setattr__(self, "_teacher_extractor", extractor)
+        self._student_extractor = _Features(student, student_keys)
         self._check_terms()
         validate_positive("student_loss_weight", student_loss_weight, allow_zero=True)
         self.student_loss_weight = tf.Variable(float(student_loss_weight), trainable=False, name="student_loss_weight")
@@ -213,7 +230,7 @@ class Distiller(tf_keras.Model):
         return self._teacher
 
     def _check_terms(self):
-        teacher_shapes, student_shapes = self._teacher_features.shapes, self._student_features.shapes
+        teacher_shapes, student_shapes = self._teacher_extractor.shapes, self._student_extractor.shapes
         for term in self.terms:
             teacher_shape = _gather(teacher_shapes, term.teacher_layer)
             student_shape = _gather(student_shapes, term.student_layer)
@@ -238,29 +255,36 @@ class Distiller(tf_keras.Model):
         return metrics
 
     def _step_losses(self, x, y, sample_weight, training):
-        teacher_features = tree.map_structure(tf.stop_gradient, self._teacher_features(x, training=False))
-        student_features = self._student_features(x, training=training)
+        teacher_features = tree.map_structure(tf.stop_gradient, self._teacher_extractor(x, training=False))
+        student_features = self._student_extractor(x, training=training)
         y_pred = student_features[OUTPUT]
         if y is not None and self.compiled_loss is not None:
+            # tf_keras scales the compiled loss and the regularization per replica.
             student_loss = self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.student.losses)
         else:
-            student_loss = tf.add_n([tf.constant(0.0)] + list(self.student.losses))
+            # Scaled per replica as tf_keras scales them with labels (replica gradients are summed).
+            student_loss = tf.add_n([tf.constant(0.0)] + list(self.student.losses)) / num_replicas()
         values = {"student_loss": tf.cast(student_loss, "float32")}
         total = self.student_loss_weight * values["student_loss"]
         for term in self.terms:
             teacher = _gather(teacher_features, term.teacher_layer)
             student = _gather(student_features, term.student_layer)
-            if getattr(term.loss, "requires_labels", False):
-                teacher = (teacher, y)
-            values[term.name] = tf.cast(term.loss(teacher, student, sample_weight=sample_weight), "float32")
+            values[term.name] = term_value(
+                term.loss, teacher, student, labels=y, sample_weight=sample_weight, name=term.name
+            )
             total += self.term_weights[term.name] * values[term.name]
         return y_pred, values, total
 
-    def _update(self, y, y_pred, sample_weight, values, total):
-        self.total_tracker.update_state(total)
-        self.student_loss_tracker.update_state(values["student_loss"])
+    def _update(self, x, y, y_pred, sample_weight, values, total):
+        # Each replica's values are its share of the global loss: the trackers
+        # log them scaled back, weighted by the replica's examples.
+        scale, batch_size = num_replicas(), tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], "float32")
+        self.total_tracker.update_state(tf.stop_gradient(total) * scale, sample_weight=batch_size)
+        self.student_loss_tracker.update_state(values["student_loss"] * scale, sample_weight=batch_size)
         for term in self.terms:
-            self.term_trackers[term.name].update_state(values[term.name])
+            self.term_trackers[term.name].update_state(
+                tf.stop_gradient(values[term.name]) * scale, sample_weight=batch_size
+            )
         if y is not None:
             self.compiled_metrics.update_state(y, y_pred, sample_weight)
         return {metric.name: metric.result() for metric in self.metrics}
@@ -271,9 +295,9 @@ class Distiller(tf_keras.Model):
             y_pred, values, total = self._step_losses(x, y, sample_weight, training=True)
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
-        return self._update(y, y_pred, sample_weight, values, total)
+        return self._update(x, y, y_pred, sample_weight, values, total)
 
     def test_step(self, data):
         x, y, sample_weight = tf_keras.utils.unpack_x_y_sample_weight(data)
         y_pred, values, total = self._step_losses(x, y, sample_weight, training=False)
-        return self._update(y, y_pred, sample_weight, values, total)
+        return self._update(x, y, y_pred, sample_weight, values, total)

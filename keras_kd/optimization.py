@@ -20,10 +20,13 @@ import os
 
 import numpy as np
 
+from keras_kd import backend
+
 
 def require_legacy_keras():
     """Imports tfmot, or explains how to enable it (a clear error instead of
     tfmot's failure deep inside on a Keras 3 `tf.keras`)."""
+    backend.require_tensorflow("tensorflow-model-optimization (quantization- and pruning-aware training)")
     import tensorflow as tf
     import tf_keras
 

@@ -540,16 +540,20 @@ def pretrain(distiller, x, epochs=10, batch_size=256):
 
     Returns `{term name: reconstruction loss per epoch}` of the terms it trained.
     """
+    import keras
     import numpy as np
 
     history = {}
-    for term in distiller.terms:
+    for term in distiller.bound_terms:
+        # The Distiller's own copy of the loss: it holds the paraphraser the step uses.
         if isinstance(term.loss, losses.FactorTransferLoss):
             teacher = term.teacher or next(iter(distiller.teachers))
             # In chunks: every hooked teacher layer is computed, not only this one.
             features = np.concatenate(
                 [
-                    np.asarray(distiller._teacher_features(x[i : i + batch_size])[teacher][term.teacher_layer])
+                    keras.ops.convert_to_numpy(
+                        distiller.compute_teacher_features(x[i : i + batch_size])[teacher][term.teacher_layer]
+                    )
                     for i in range(0, len(x), batch_size)
                 ]
             )

@@ -18,6 +18,11 @@ from sklearn.datasets import load_digits  # noqa: E402
 import keras_kd  # noqa: E402
 from keras_kd import export, legacy, models, optimization  # noqa: E402
 
+# Two logical CPUs for the MirroredStrategy check, set before TensorFlow initialises its devices.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
 CHECKS = []
 
 
@@ -135,6 +140,85 @@ def pruning_aware_distillation_reaches_the_target_sparsity():
     assert abs(optimization.sparsity(final) - 0.6) < 0.02, optimization.sparsity(final)
     path = export.to_tflite(final, os.path.join(sys.argv[1], "pruned.tflite"))
     np.testing.assert_allclose(export.predict_tflite(path, X_TEST[:32]), final.predict(X_TEST[:32], verbose=0), atol=1e-4)
+
+
+def _features(model, layer):
+    """(output, layer `layer`'s output) of a Keras 3 or tf_keras model, in inference mode."""
+    functional = keras.Model if isinstance(model, keras.Model) else tf_keras.Model
+    both = functional(model.inputs, [model.outputs[0], legacy.find_layer(model, layer).output])
+    return [np.asarray(v) for v in both(X[:64], training=False)]
+
+
+@check
+def sample_weight_reaches_per_sample_terms_only():
+    # Relational losses (similarity preserving here) take no sample_weight: before the step shared
+    # keras_kd.bound_term.term_value, fitting with sample weights raised in every such term.
+    student = legacy.to_tf_keras(STUDENT)
+    terms = [
+        keras_kd.Term(keras_kd.losses.KDLoss(temperature=4.0), weight=0.9),
+        keras_kd.Term(keras_kd.losses.SimilarityPreservingLoss(), "stage2", "stage2", weight=100.0),
+    ]
+    distiller = _distiller(student, terms)
+    weights = np.linspace(0.1, 2.0, 64).astype("float32")
+    logs = distiller.evaluate(X[:64], Y[:64], sample_weight=weights, batch_size=64, verbose=0, return_dict=True)
+    (teacher_out, teacher_map), (student_out, student_map) = _features(TEACHER, "stage2"), _features(student, "stage2")
+    weighted_kd = float(keras_kd.losses.KDLoss(temperature=4.0)(teacher_out, student_out, sample_weight=weights))
+    plain_kd = float(keras_kd.losses.KDLoss(temperature=4.0)(teacher_out, student_out))
+    assert abs(weighted_kd - plain_kd) > 1e-3 * plain_kd, (weighted_kd, plain_kd)  # the weights matter here
+    np.testing.assert_allclose(logs["kd_loss"], weighted_kd, rtol=1e-5)
+    sp = float(keras_kd.losses.SimilarityPreservingLoss()(teacher_map, student_map))
+    np.testing.assert_allclose(logs["similarity_preserving_loss"], sp, rtol=1e-5)
+    np.testing.assert_allclose(logs["student_loss"], float(CE2(Y[:64], student_out, sample_weight=weights)), rtol=1e-5)
+    history = distiller.fit(X[:128], Y[:128], sample_weight=np.ones(128, "float32"), batch_size=64, verbose=0)
+    assert all(np.isfinite(values[-1]) for values in history.history.values()), history.history
+
+
+def _plain_cnn(regularizer=None):
+    """A student without BatchNorm (whose batch statistics are per replica), 4x4 `stage2` maps as the teacher's."""
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stage1")(inputs)
+    x = keras.layers.Conv2D(
+        8, 3, strides=2, padding="same", activation="relu", kernel_regularizer=regularizer, name="stage2"
+    )(x)
+    x = keras.layers.GlobalAveragePooling2D(name="embedding")(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="plain_cnn")
+
+
+@check
+def mirrored_replicas_log_and_train_as_one_device():
+    # Two replicas of 32 examples give the step of one device on batches of 64: each replica's loss is its
+    # share (the regularization-only student loss too) and the logs are scaled back to read as on one device.
+    # (The teacher's BatchNorm runs in inference mode, so only the student must be free of BatchNorm.)
+    def run(strategy):
+        with strategy.scope():
+            labelled = legacy.Distiller(
+                TEACHER,
+                legacy.to_tf_keras(_plain_cnn()),
+                [
+                    keras_kd.Term(keras_kd.losses.KDLoss(temperature=4.0), weight=0.9),
+                    keras_kd.Term(keras_kd.losses.AttentionTransferLoss(), "stage2", "stage2", weight=100.0),
+                ],
+                student_loss_weight=0.1,
+            )
+            labelled.compile(tf_keras.optimizers.SGD(0.1), CE2)
+            regularized = legacy.to_tf_keras(_plain_cnn(keras.regularizers.L2(0.05)))
+            unlabelled = legacy.Distiller(TEACHER, regularized, [keras_kd.losses.KDLoss()])
+            unlabelled.compile(tf_keras.optimizers.SGD(0.1))
+        logs = labelled.fit(X[:256], Y[:256], batch_size=64, epochs=2, shuffle=False, verbose=0).history
+        history = unlabelled.fit(X[:256], batch_size=64, epochs=2, shuffle=False, verbose=0).history
+        logs.update({f"unlabelled_{key}": values for key, values in history.items()})
+        return logs, labelled.student.get_weights() + unlabelled.student.get_weights()
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    (single_logs, single_weights), (mirrored_logs, mirrored_weights) = run(tf.distribute.get_strategy()), run(mirrored)
+    assert set(single_logs) == set(mirrored_logs) >= {"loss", "kd_loss", "attention_transfer_loss", "unlabelled_loss"}
+    assert single_logs["unlabelled_student_loss"][0] > 0  # the L2 penalty is the unlabelled student loss
+    for key, values in single_logs.items():
+        np.testing.assert_allclose(mirrored_logs[key], values, rtol=1e-4, atol=1e-6, err_msg=key)
+    for a, b in zip(single_weights, mirrored_weights):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
 
 
 @check

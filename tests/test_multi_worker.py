@@ -152,6 +152,7 @@ def test_two_workers_match_single_process(tmp_path):
     cluster = {"worker": [f"localhost:{port}" for port in ports]}
     env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["KERAS_BACKEND"] = "tensorflow"  # tf.distribute: whatever backend this process runs
     jobs = {
         f"worker {index}": (
             [sys.executable, "-c", SCRIPT, "worker", str(GLOBAL_BATCH)],
