@@ -58,7 +58,8 @@ class Distiller(keras.Model):
             the models' outputs).
         student_loss_weight: weight of the loss given to `compile(loss=...)`.
         stop_on_nan: stop `fit` with an error naming the term whose value
-            became NaN or Inf.
+            became NaN or Inf; the update of that batch is skipped, so the
+            student keeps finite weights (see `compile`).
         teacher_weights: with several teachers, the weight of each in the
             ensemble (a list in teacher order or a dict); uniform if None.
             An output term without `teacher=` compares the student with
@@ -475,6 +476,27 @@ class Distiller(keras.Model):
         # `call`: they compare the labels with the student's output.
         with self._student_outputs():
             return super()._symbolic_build(*args, **kwargs)
+
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
+        """`keras.Model.compile`. With `stop_on_nan` (the default) the
+        optimizer is wrapped in a `keras.optimizers.LossScaleOptimizer` at
+        scale 1, which skips the update of a batch whose gradients are not
+        finite: the step that makes a term NaN leaves the student's weights
+        as they were, and `fit` then stops naming that term."""
+        super().compile(optimizer, *args, **kwargs)
+        if self.stop_on_nan and self.optimizer is not None:
+            if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                # Scale 1 and no growth: the loss and gradients stay as they are, only the skip is used.
+                self.optimizer = keras.optimizers.LossScaleOptimizer(
+                    self.optimizer, initial_scale=1.0, dynamic_growth_steps=2**30
+                )
+
+    def compile_from_config(self, config):
+        # Loading a saved Distiller compiles it as Keras does for a model
+        # whose `compile` is its own (Keras skips an overridden `compile`).
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def fit(self, *args, callbacks=None, **kwargs):
         if self.compiled and not self.terms and self._compile_loss is None:

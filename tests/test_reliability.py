@@ -1,0 +1,70 @@
+"""Bad inputs and faults the Distiller meets before or during training:
+a clear error before the first step, or the right behaviour."""
+
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_kd
+from tests.conftest import mlp, sparse_ce
+
+
+class NaNOnLargeTeacher(keras_kd.losses.DistillationLoss):
+    """The student's mean logit on ordinary batches; NaN, with a NaN
+    gradient, on a batch where the teacher's logits exceed 1e4."""
+
+    def call(self, teacher, student):
+        marker = ops.max(ops.abs(teacher)) > 1e4
+        return ops.where(marker, math.nan, 1.0) * ops.mean(student, axis=-1)
+
+
+def test_a_non_finite_term_skips_its_update_and_is_named(digits):
+    x, y = digits
+    x, y = x[:128].copy(), y[:128]
+    x[64:96] *= 1e6  # batch 2 (of 4): the teacher's logits explode there
+    teacher, student = mlp(32, "teacher"), mlp(8, "student", batch_norm=False)
+    distiller = keras_kd.Distiller(teacher, student, [keras_kd.Term(NaNOnLargeTeacher(), name="exploding")])
+    distiller.compile(keras.optimizers.SGD(1e-3), sparse_ce())
+    with pytest.raises(FloatingPointError, match="'exploding' became nan at batch 2 of epoch 1"):
+        distiller.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    assert all(np.isfinite(w).all() for w in student.get_weights())
+
+
+def test_the_skip_leaves_finite_batches_unchanged(digits):
+    """The wrapper only skips: on finite batches the step is the optimizer's own."""
+    x, y = digits
+    runs = []
+    for stop_on_nan in (True, False):
+        keras.utils.set_random_seed(3)
+        teacher, student = mlp(32, "teacher"), mlp(8, "student")
+        distiller = keras_kd.Distiller(teacher, student, [keras_kd.losses.KDLoss()], stop_on_nan=stop_on_nan)
+        distiller.compile(keras.optimizers.Adam(1e-2), sparse_ce())
+        distiller.fit(x[:256], y[:256], batch_size=32, epochs=2, shuffle=False, verbose=0)
+        runs.append(student.get_weights())
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_nothing_to_train_with_no_terms_and_no_student_loss_weight(digits, trained_teacher):
+    x, y = digits
+    distiller = keras_kd.Distiller(trained_teacher, mlp(8, "student"), [], student_loss_weight=0.0)
+    distiller.compile("adam", sparse_ce())
+    with pytest.raises(ValueError, match="no terms and student_loss_weight=0"):
+        distiller.fit(x[:64], y[:64], epochs=1, verbose=0)
+
+
+def test_unlabelled_data_with_compiled_metrics_distils_and_warns_once(digits, trained_teacher):
+    x, _ = digits
+    distiller = keras_kd.Distiller(trained_teacher, mlp(8, "student"), [keras_kd.losses.KDLoss()])
+    distiller.compile("adam", sparse_ce(), metrics=["accuracy"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = distiller.fit(x[:128], epochs=2, batch_size=32, verbose=0)
+        logs = distiller.evaluate(x[:64], verbose=0, return_dict=True)
+    assert set(history.history) == {"loss", "student_loss", "kd_loss"} == set(logs)
+    assert history.history["kd_loss"][-1] < history.history["kd_loss"][0]
+    assert sum("compiled metrics ['accuracy'] are not computed" in str(w.message) for w in caught) == 1
