@@ -68,3 +68,18 @@ def test_unlabelled_data_with_compiled_metrics_distils_and_warns_once(digits, tr
     assert set(history.history) == {"loss", "student_loss", "kd_loss"} == set(logs)
     assert history.history["kd_loss"][-1] < history.history["kd_loss"][0]
     assert sum("compiled metrics ['accuracy'] are not computed" in str(w.message) for w in caught) == 1
+
+
+@pytest.mark.parametrize(
+    "build, name",
+    [
+        (lambda: keras_kd.Term(keras_kd.losses.KDLoss(), weight=math.nan), "weight"),
+        (lambda: keras_kd.Term(keras_kd.losses.KDLoss(), weight=math.inf), "weight"),
+        (lambda: keras_kd.losses.KDLoss(temperature=math.nan), "temperature"),
+        (lambda: keras_kd.losses.DKDLoss(alpha=math.inf), "alpha"),
+        (lambda: keras_kd.Distiller(mlp(16, "t"), mlp(8, "s"), [], student_loss_weight=math.nan), "student_loss_weight"),
+    ],
+)
+def test_non_finite_settings_are_refused_where_given(build, name):
+    with pytest.raises(ValueError, match=f"`{name}` must be a finite number. Received: {name}=(nan|inf)"):
+        build()

@@ -152,9 +152,11 @@ def _shapes(structure):
 
 
 def validate_positive(name, value, allow_zero=False):
-    """Raise `ValueError` unless `value` is a positive (or >= 0) number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """Raise `ValueError` unless `value` is a finite positive (or >= 0) number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"`{name}` must be {bound}. Received: {name}={value!r}")
