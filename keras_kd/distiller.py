@@ -12,7 +12,7 @@ import warnings
 import keras
 from keras import ops
 
-from keras_kd import backend
+from keras_kd import backend, label_checks
 from keras_kd.bound_term import BoundTerm, LoggedTerm
 from keras_kd.callbacks import TeacherCache, TerminateOnNonFiniteTerm, WeightScheduler
 from keras_kd.features import OUTPUT, FeatureExtractor, ensemble_logits, feature_keys, gather
@@ -508,6 +508,10 @@ class Distiller(keras.Model):
             raise ValueError(
                 "Nothing to train: the Distiller has no terms and student_loss_weight=0, so the total loss is 0 "
                 "whatever the student does. Give terms, or a student_loss_weight > 0."
+            )
+        if self.compiled and self._compile_loss is not None:
+            label_checks.check_labels(
+                label_checks.first_labels(args, kwargs), label_checks.num_classes(self.student), self.loss
             )
         callbacks = list(callbacks or [])
         # A recipe's schedule (`recipes.distiller` sets it), unless a callback given here schedules that term.

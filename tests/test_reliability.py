@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import ops
 
 import keras_kd
@@ -83,3 +84,23 @@ def test_unlabelled_data_with_compiled_metrics_distils_and_warns_once(digits, tr
 def test_non_finite_settings_are_refused_where_given(build, name):
     with pytest.raises(ValueError, match=f"`{name}` must be a finite number. Received: {name}=(nan|inf)"):
         build()
+
+
+@pytest.mark.parametrize(
+    "labels, loss, message",
+    [
+        (lambda y: y + 5, sparse_ce(), r"class ids in \[0, 9\].*from 5 to 14"),
+        (lambda y: -y - 1, "sparse_categorical_crossentropy", r"class ids in \[0, 9\].*from -10 to -1"),
+        (lambda y: np.eye(10, dtype="float32")[y], sparse_ce(), "look one-hot"),
+        (lambda y: y, keras.losses.CategoricalCrossentropy(from_logits=True), "one-hot or soft labels of 10"),
+    ],
+)
+def test_labels_that_cannot_train_the_student_are_refused_before_training(digits, trained_teacher, labels, loss, message):
+    x, y = digits
+    distiller = keras_kd.Distiller(trained_teacher, mlp(8, "student"), [keras_kd.losses.KDLoss()])
+    distiller.compile("adam", loss)
+    with pytest.raises(ValueError, match=message):
+        distiller.fit(x[:64], labels(y[:64]), epochs=1, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices((x[:64], labels(y[:64]))).batch(32)
+    with pytest.raises(ValueError, match=message):
+        distiller.fit(dataset, epochs=1, verbose=0)
