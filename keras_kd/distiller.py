@@ -7,6 +7,7 @@ returns every feature the terms read, `compute_loss` combines the terms.
 
 import contextlib
 import copy
+import sys
 import warnings
 
 import keras
@@ -114,6 +115,7 @@ class Distiller(keras.Model):
             # does for a mixed_float16 model.
             kwargs.setdefault("dtype", student.dtype_policy)
         super().__init__(name=name, **kwargs)
+        _check_no_tf_strategy()
         self.teachers = _as_teachers(teacher)
         for role, model in [*((f"teacher {key!r}", t) for key, t in self.teachers.items()), ("student", student)]:
             if not isinstance(model, keras.Model):
@@ -616,6 +618,14 @@ class Distiller(keras.Model):
         if config.get("augmentation") is not None:
             config["augmentation"] = keras.saving.deserialize_keras_object(config["augmentation"])
         return cls(**config)
+
+
+def _check_no_tf_strategy():
+    """A `tf.distribute` scope does nothing for Keras on JAX or PyTorch:
+    refuse it rather than train on one device without a word."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and not backend.is_tensorflow() and tf.distribute.has_strategy():
+        backend.require_tensorflow("A tf.distribute strategy (on JAX use keras.distribution.DataParallel)")
 
 
 def _check_index(term, index):

@@ -104,3 +104,10 @@ def test_labels_that_cannot_train_the_student_are_refused_before_training(digits
     dataset = tf.data.Dataset.from_tensor_slices((x[:64], labels(y[:64]))).batch(32)
     with pytest.raises(ValueError, match=message):
         distiller.fit(dataset, epochs=1, verbose=0)
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="the check is for the other backends")
+def test_a_tf_distribute_scope_is_refused_on_other_backends():
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        with pytest.raises(RuntimeError, match="tf.distribute strategy .*DataParallel.* needs the TensorFlow backend"):
+            keras_kd.Distiller(mlp(16, "t"), mlp(8, "s"), [keras_kd.losses.KDLoss()])
