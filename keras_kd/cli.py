@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 import time
+import traceback
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off the terminal
 
@@ -104,14 +106,9 @@ def _distill(args):
 
 
 def _load_model(path):
-    import keras
+    from keras_kd import job
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No model file at {path!r}.")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as error:
-        raise ValueError(f"Could not load a Keras model from {path!r}: {error}") from error
+    return job.load_model(path, "model")
 
 
 def _data(args):
@@ -129,7 +126,8 @@ def _evaluate(args):
     x, y = data.numpy("test")
     start = time.time()
     if args.model.endswith(".tflite"):
-        accuracy = export.evaluate_tflite(args.model, (x, y), batch_size=args.batch_size)
+        # Checks the file's input shape and classes against the data's, as below for a .keras model.
+        accuracy = export.evaluate_tflite(args.model, (x, y), batch_size=args.batch_size, num_classes=data.num_classes)
     else:
         model = _load_model(args.model)
         if (
@@ -162,7 +160,8 @@ def _export(args):
     print(f"Wrote {path} ({os.path.getsize(path):,} bytes, quantize={args.quantize})")
     if args.dataset:
         data = _data(args)
-        print(f"TFLite test accuracy {export.evaluate_tflite(path, data.numpy('test')):.4f}")
+        accuracy = export.evaluate_tflite(path, data.numpy("test"), num_classes=data.num_classes)
+        print(f"TFLite test accuracy {accuracy:.4f}")
     return 0
 
 
@@ -212,9 +211,31 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("keras-kd: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, TypeError) as error:
-        print(f"keras-kd {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:
+        if not _is_user_error(error):
+            raise  # a bug: keep the traceback
+        print(f"keras-kd {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+
+
+def _is_user_error(error):
+    """True for what bad input, data or surroundings cause (one line, exit 2):
+    invalid values and files, missing or corrupt data, an unwritable or busy
+    output, a loss that became non-finite, a feature the Keras backend lacks.
+    Anything else (TypeError, AttributeError, a RuntimeError from deep
+    inside, ...) is a bug and keeps its traceback."""
+    import yaml
+
+    from keras_kd import backend
+    from keras_kd.datasets import DataUnavailableError
+
+    if isinstance(error, (ValueError, OSError, zipfile.BadZipFile, yaml.YAMLError, FloatingPointError)):
+        return True
+    if isinstance(error, DataUnavailableError):
+        return True
+    # `backend.require_tensorflow` raises a plain RuntimeError of one clear sentence.
+    frames = traceback.extract_tb(error.__traceback__)
+    return type(error) is RuntimeError and bool(frames) and frames[-1].filename == backend.__file__
 
 
 if __name__ == "__main__":

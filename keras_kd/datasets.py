@@ -92,11 +92,14 @@ records, files read in parallel, sharded by file under a multi-worker strategy.
 See their docstrings and docs/data.md.
 """
 
+import contextlib
 import dataclasses
 import functools
 import os
 import socket
 import threading
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -293,11 +296,22 @@ def _file_key(path):
 
 
 def _read_npz(path):
-    return _read_npz_cached(*_file_key(path))
+    with _npz_errors(path):
+        return _read_npz_cached(*_file_key(path))
 
 
 def _read_jpeg_npz(path):
-    return _read_jpeg_npz_cached(*_file_key(path))
+    with _npz_errors(path):
+        return _read_jpeg_npz_cached(*_file_key(path))
+
+
+@contextlib.contextmanager
+def _npz_errors(path):
+    """A truncated or foreign file fails in NumPy's zip reader or pickle guard: name the file instead."""
+    try:
+        yield
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:
+        raise ValueError(f"{path} is not a valid .npz file (truncated or corrupt?): {error}") from None
 
 
 @functools.lru_cache(maxsize=4)

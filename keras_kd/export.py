@@ -24,13 +24,12 @@ import os
 import re
 import tempfile
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_kd import backend
+from keras_kd import backend, files
 
 QUANTIZE = (None, "float16", "dynamic", "int8")
 
@@ -51,10 +50,7 @@ def is_quantization_aware(model):
 def _validate(model, quantize, representative_data):
     if not isinstance(model, keras.Model) and not _is_tf_keras(model):
         raise TypeError(f"`model` must be a keras.Model (or a tf_keras model). Received: {type(model).__name__}")
-    if not model.built or not model.inputs:
-        raise ValueError(
-            f"Model {model.name!r} has no defined inputs; export a functional model or call it once on data first."
-        )
+    input_shape(model)  # a clear error for a model that has not seen inputs yet
     if quantize == "none":
         quantize = None
     if quantize not in QUANTIZE:
@@ -67,9 +63,31 @@ def _validate(model, quantize, representative_data):
     return quantize
 
 
+def input_shape(model):
+    """The shape of `model`'s (first) input without the batch axis: from
+    `model.inputs` for a functional or Sequential model, from the inputs it
+    was built or called with for a subclassed one."""
+    inputs = getattr(model, "inputs", None) if model.built else None
+    if inputs:
+        return tuple(inputs[0].shape[1:])
+    if model.built and not _is_tf_keras(model):
+        from keras.src.export.export_utils import get_input_signature
+
+        try:
+            signature = keras.tree.flatten(get_input_signature(model))
+        except (ValueError, TypeError, AttributeError):  # Keras cannot infer them
+            signature = None
+        if signature:
+            return tuple(signature[0].shape[1:])
+    raise ValueError(
+        f"Model {model.name!r} ({type(model).__name__}) has no known input shape: call it once on a batch of "
+        "data (or `build` it) before exporting, or export a functional model."
+    )
+
+
 def _representative_batches(model, data, num_samples):
     """Yields single-example input lists for the converter's calibration."""
-    expected = tuple(model.inputs[0].shape[1:])
+    expected = input_shape(model)
     if isinstance(data, tf.data.Dataset):
         data = data.unbatch() if _is_batched(data, expected) else data
         examples = (element[0] if isinstance(element, tuple) else element for element in data.take(num_samples))
@@ -107,9 +125,16 @@ def converter_for(
         # tf_keras models (quantization-/pruning-aware students) convert directly.
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
     else:
-        saved_model = tempfile.mkdtemp(prefix="keras_kd_export_")
-        model.export(saved_model, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        # The converter reads the SavedModel again in `convert()`, so the folder lives as long as the
+        # converter (`to_tflite` removes it right after converting; otherwise when the converter is freed).
+        saved_model = tempfile.TemporaryDirectory(prefix="keras_kd_export_")
+        try:
+            model.export(saved_model.name, format="tf_saved_model", verbose=False)
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model.name)
+        except BaseException:
+            saved_model.cleanup()
+            raise
+        converter._keras_kd_saved_model = saved_model
     if quantize is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
@@ -186,6 +211,8 @@ def to_tflite(
         raise RuntimeError(
             f"TFLite conversion of model {model.name!r} failed ({layers}): {error}{hint}"
         ) from error
+    finally:
+        _remove_saved_model(converter)
     if quantize in ("int8",) and not allow_float_fallback:
         leftovers = float_ops(flatbuffer, model)
         if leftovers:
@@ -194,10 +221,14 @@ def to_tflite(
                 "have no int8 kernel; pass allow_float_fallback=True to accept a mixed int8/float model, or "
                 "replace those layers."
             )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(flatbuffer)
-    return str(path)
+    # Written beside `path` and renamed over it: a full disk or a Ctrl-C leaves the previous file intact.
+    return files.write_bytes(path, flatbuffer)
+
+
+def _remove_saved_model(converter):
+    saved_model = getattr(converter, "_keras_kd_saved_model", None)
+    if saved_model is not None:
+        saved_model.cleanup()
 
 
 def float_ops(flatbuffer, model=None):
@@ -251,6 +282,12 @@ def predict_tflite(path, x, batch_size=256):
     runner = interpreter(path)
     input_detail, output_detail = runner.get_input_details()[0], runner.get_output_details()[0]
     x = np.asarray(x, dtype="float32")
+    expected = _signature(input_detail)[1:]
+    if x.ndim != len(expected) + 1 or any(e not in (-1, d) for e, d in zip(expected, x.shape[1:])):
+        raise ValueError(
+            f"TFLite file {str(path)!r} takes inputs of shape {_shape_text(expected)} (without the batch axis); "
+            f"received inputs of shape {tuple(x.shape[1:])}."
+        )
     outputs = []
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
@@ -272,12 +309,48 @@ def _as_arrays(data):
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def evaluate_tflite(path, data, batch_size=256):
+def _signature(detail):
+    """A tensor's shape with -1 for the sizes that may vary (the batch axis)."""
+    signature = detail.get("shape_signature")
+    return tuple(int(d) for d in (signature if signature is not None and len(signature) else detail["shape"]))
+
+
+def _shape_text(shape):
+    return "(" + ", ".join("None" if d == -1 else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def tflite_classes(path):
+    """The number of classes the TFLite file outputs (its last output axis)."""
+    return _signature(interpreter(path).get_output_details()[0])[-1]
+
+
+def evaluate_tflite(path, data, batch_size=256, num_classes=None):
     """Top-1 accuracy of the TFLite file on `data`: an `(x, y)` tuple of
-    arrays or a batched `tf.data.Dataset` of (inputs, integer labels)."""
+    arrays or a batched `tf.data.Dataset` of (inputs, integer labels).
+
+    The inputs must have the file's input shape and the labels must lie in
+    its classes; with `num_classes` (the dataset's), the file must output
+    exactly that many. Otherwise a ValueError says what differs: an
+    accuracy of a model on data it was not made for means nothing."""
     x, y = _as_arrays(data)
+    classes = tflite_classes(path)
+    if num_classes is not None and num_classes != classes:
+        raise ValueError(
+            f"TFLite file {str(path)!r} outputs {classes} classes, but the data have {num_classes} classes."
+        )
+    labels = y.reshape(-1)
+    if len(labels) != len(x):
+        raise ValueError(
+            f"evaluate_tflite needs one integer label per input: received {len(x)} inputs and labels of shape "
+            f"{tuple(y.shape)}."
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(
+            f"Labels must lie in [0, {classes}) for TFLite file {str(path)!r}, which outputs {classes} classes; "
+            f"received labels from {labels.min()} to {labels.max()}."
+        )
     predictions = predict_tflite(path, x, batch_size)
-    return float(np.mean(np.argmax(predictions, axis=-1) == y.reshape(-1)))
+    return float(np.mean(np.argmax(predictions, axis=-1) == labels))
 
 
 def _saved_size(model):

@@ -15,21 +15,30 @@ any training). With `assistant`, the student learns through teacher assistants
 (TAKD, Mirzadeh et al. 2020): each is distilled from the model before it
 with the same method and epochs, and reported as a stage of its own.
 Every stage writes its files as it finishes, so an interrupted run keeps
-what was done (and `report.json` says where it stopped).
+what was done (and `report.json` says where it stopped). Each file is
+written whole or not at all (`keras_kd.files`), and `report.json` lists a
+file only once it is complete. The run folder is claimed exclusively: of two
+runs given the same `output`, one stops with an error; `overwrite` moves the
+previous run aside and deletes it once the new run has started.
 """
 
 import dataclasses
 import json
+import math
 import os
 import re
+import secrets
+import shutil
+import socket
 import time
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import yaml
 
-from keras_kd import backend, datasets, export, models, recipes, report
+from keras_kd import backend, datasets, export, files, models, recipes, report
 
 # Per-dataset defaults: pairs from the literature that fit the data's size. On digits the
 # teacher memorises its 898 training images (its T=1 outputs on them put 0.15% of the mass
@@ -98,12 +107,19 @@ class DistillConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{key}` must be a positive integer. Received: {key}={value!r}")
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+        if self.limit is not None and (
+            isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1
+        ):
             raise ValueError(f"`limit` must be a positive integer or None. Received: limit={self.limit!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"`seed` must be an integer in [0, 2**32). Received: seed={self.seed!r}")
         for key in ("learning_rate", "temperature"):
             value = getattr(self, key)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"`{key}` must be a positive number. Received: {key}={value!r}")
+            # NaN passes `> 0` checks as False but inf passes them: both would train to a NaN model.
+            if value is not None and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"`{key}` must be a finite positive number. Received: {key}={value!r}")
         if self.quantize not in ("none", "float16", "dynamic", "int8"):
             raise ValueError(
                 f"`quantize` must be one of none, float16, dynamic, int8. Received: quantize={self.quantize!r}"
@@ -145,7 +161,12 @@ class DistillConfig:
     def from_file(cls, path, **overrides):
         """Reads a YAML or JSON file of the same fields; `overrides` win."""
         text = Path(path).read_text()
-        settings = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        try:
+            settings = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as error:
+            kind = "JSON" if str(path).endswith(".json") else "YAML"
+            detail = " ".join(str(error).split())
+            raise ValueError(f"Config file {str(path)!r} is not valid {kind}: {detail}") from None
         if not isinstance(settings, dict):
             raise ValueError(f"Config file {path} must hold a mapping of settings. Received: {type(settings).__name__}")
         settings = {key.replace("-", "_"): value for key, value in settings.items()}
@@ -163,12 +184,26 @@ def _log(message):
     print(message, flush=True)
 
 
+def load_model(path, what="model"):
+    """`keras.saving.load_model(path, compile=False)` with clear errors: no
+    file, a file that is not a `.keras` archive (Keras calls a truncated one
+    "File not found"), or one Keras cannot rebuild."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No {what} file at {str(path)!r}.")
+    if os.path.isdir(path) or not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"Could not load the {what} from {str(path)!r}: it is not a valid Keras file (a .keras file is a zip "
+            "archive; this one is truncated, corrupt or of another format)."
+        )
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        raise ValueError(f"Could not load the {what} from {str(path)!r}: {error}") from error
+
+
 def load_teacher(path, data, role="teacher"):
     """Loads a teacher (or assistant, `role`) file and checks it fits `data`'s inputs and classes."""
-    try:
-        teacher = keras.saving.load_model(path, compile=False)
-    except Exception as error:
-        raise ValueError(f"Could not load the {role} from {path!r}: {error}") from error
+    teacher = load_model(path, role)
     output_shape = tuple(teacher.outputs[0].shape)
     if output_shape[-1] != data.num_classes:
         raise ValueError(
@@ -230,23 +265,20 @@ class _Run:
     def __init__(self, config):
         self.config = config
         self.folder = Path(config.output or default_output(config))
-        if self.folder.exists() and any(self.folder.iterdir()) and not config.overwrite:
-            raise FileExistsError(
-                f"Output folder {str(self.folder)!r} exists and is not empty; choose another --output "
-                "or pass --overwrite."
-            )
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
         self.report = {
             "status": "running",
             "config": config.to_dict(),
             "versions": report.versions(),
+            # Who writes the folder: `overwrite` leaves a folder alone while its run is alive.
+            "process": {"host": socket.gethostname(), "pid": os.getpid()},
             "stages": {},
             "models": {},
             "histories": {},
             "files": {},
         }
         self.report["config"]["output"] = str(self.folder)
+        claim_folder(self.folder, config.overwrite, self._text())
 
     def stage(self, number, name, message):
         _log(f"[{number}/5] {name}: {message}")
@@ -259,12 +291,85 @@ class _Run:
         _log(f"      {name} done in {seconds:.1f}s (elapsed {time.time() - self.started:.1f}s)")
 
     def add_file(self, key, path):
+        """Lists a finished file in the report (call it only once `path` is complete)."""
         self.report["files"][key] = Path(path).name
         return path
 
-    def save(self):
+    def save_model(self, key, model, name):
+        """Saves `model` as `<folder>/<name>` (atomically), then lists it."""
+        return self.add_file(key, files.save_model(model, self.folder / name))
+
+    def _text(self):
         self.report["elapsed_seconds"] = round(time.time() - self.started, 2)
-        (self.folder / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
+        return json.dumps(self.report, indent=2) + "\n"
+
+    def save(self):
+        files.write_text(self.folder / "report.json", self._text())
+
+
+def _alive(process):
+    """True when `process` (a report's "process") is a live process on this host."""
+    if not isinstance(process, dict) or process.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(process["pid"]), 0)
+    except (KeyError, TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def _running_in(folder):
+    """The pid of a live run writing `folder`, or None."""
+    try:
+        previous = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(previous, dict) and previous.get("status") == "running" and _alive(previous.get("process")):
+        return previous["process"]["pid"]
+    return None
+
+
+def claim_folder(folder, overwrite, first_report):
+    """Makes `folder` the run folder of this process, exclusively.
+
+    The claim is the creation of `report.json` with O_EXCL: of two runs
+    given the same folder at once, exactly one creates it, and the other
+    stops with a FileExistsError. A folder that holds files needs
+    `overwrite`; then the previous run is renamed aside in one step (never
+    mixed with the new run's files) and deleted once the new run holds the
+    folder. A folder whose run is still alive is never taken.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"--output {str(folder)!r} is a file; give a folder for the run (new or empty).")
+    busy = FileExistsError(f"Output folder {str(folder)!r} is in use by another keras-kd run; choose another --output.")
+    replaced = None
+    if folder.is_dir() and any(folder.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"Output folder {str(folder)!r} exists and is not empty; choose another --output "
+                "or pass --overwrite."
+            )
+        pid = _running_in(folder)
+        if pid is not None:
+            raise FileExistsError(
+                f"Output folder {str(folder)!r} is in use by a keras-kd run that is still going (pid {pid}); "
+                "--overwrite replaces finished runs only. Choose another --output."
+            )
+        replaced = folder.with_name(f".{folder.name}.replaced-{secrets.token_hex(4)}")
+        try:
+            os.rename(folder, replaced)
+        except FileNotFoundError:  # another run moved it first
+            replaced = None
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        files.create_text(folder / "report.json", first_report)
+    except FileExistsError:
+        raise busy from None
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
 
 
 def _load(config, index=False):
@@ -288,9 +393,13 @@ def run(config):
     """
     keras.utils.set_random_seed(config.seed)
     data = _load(config)
+    for split, count in (("training", data.num_train), ("test", data.num_test)):
+        if count == 0:
+            raise ValueError(
+                f"Dataset {data.name!r} ({data.source}) has no {split} examples: there is nothing to "
+                f"{'train on' if split == 'training' else 'evaluate on'}."
+            )
     if config.teacher.endswith(".keras"):
-        if not os.path.exists(config.teacher):
-            raise FileNotFoundError(f"No teacher file at {config.teacher!r}.")
         teacher = load_teacher(config.teacher, data)
         check_logits(teacher, data)
     else:
@@ -337,7 +446,7 @@ def _stages(config, data, teacher, job):
         teacher = models.get(config.teacher, data.input_shape, data.num_classes, name="teacher")
         teacher.compile(_optimizer(config, steps, config.teacher_epochs), loss, metrics=["accuracy"])
         job.report["histories"]["teacher"] = _history(teacher.fit(data.train, epochs=config.teacher_epochs, **fit))
-        teacher.save(job.add_file("teacher", folder / "teacher.keras"))
+        job.save_model("teacher", teacher, "teacher.keras")
     job.report["models"]["teacher"] = _model_entry(teacher, config.teacher, accuracy(teacher, x_test, y_test))
     job.finish_stage("teacher", start, accuracy=job.report["models"]["teacher"]["accuracy"])
 
@@ -359,7 +468,7 @@ def _stages(config, data, teacher, job):
     distiller, schedule, history = _distill(config, data, teacher, student, loss, fit)
     student_loss_weight = distiller.student_loss_weight
     job.report["histories"]["distilled"] = _history(history)
-    student.save(job.add_file("student", folder / "student.keras"))
+    job.save_model("student", student, "student.keras")
     job.report["models"]["distilled"] = _model_entry(student, config.student, accuracy(student, x_test, y_test))
     warmups = {c.term: f"linear warm-up over epochs 1-{c.epochs} of {config.epochs}" for c in schedule}
     job.report["terms"] = [
@@ -402,14 +511,15 @@ def _export_stage(config, data, student, job, x_test, y_test):
     x_train, _ = data.numpy("train")
     path = export.to_tflite(
         student,
-        job.add_file("tflite", job.folder / "student.tflite"),
+        job.folder / "student.tflite",
         quantize=config.quantize,
         representative_data=x_train if config.quantize == "int8" else None,
     )
+    job.add_file("tflite", path)
     job.report["tflite"] = {
         "quantize": config.quantize,
         "bytes": os.path.getsize(path),
-        "accuracy": export.evaluate_tflite(path, (x_test, y_test)),
+        "accuracy": export.evaluate_tflite(path, (x_test, y_test), num_classes=data.num_classes),
     }
     job.finish_stage("export", start, bytes=job.report["tflite"]["bytes"])
 
@@ -460,15 +570,13 @@ def _assistant_stages(config, data, teacher, job, loss, fit):
         _log(f"      {key}: distilling the {mentor_key} into {Path(name).name} ({config.epochs} epochs)")
         keras.utils.set_random_seed(config.seed + 1 + i)
         if name.endswith(".keras"):  # its architecture and starting weights
-            if not os.path.exists(name):
-                raise FileNotFoundError(f"No assistant file at {name!r}.")
             assistant = load_teacher(name, data, role="assistant")
             assistant.trainable = True
         else:
             assistant = models.get(name, data.input_shape, data.num_classes, name=key)
         _, _, history = _distill(config, data, mentor, assistant, loss, fit)
         job.report["histories"][key] = _history(history)
-        assistant.save(job.add_file(key, job.folder / f"{key}.keras"))
+        job.save_model(key, assistant, f"{key}.keras")
         job.report["models"][key] = _model_entry(assistant, name, accuracy(assistant, x_test, y_test))
         job.finish_stage(key, start, teacher=mentor_key, accuracy=job.report["models"][key]["accuracy"])
         mentor, mentor_key = assistant, key

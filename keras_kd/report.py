@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from keras_kd import files
+
 ROWS = (("teacher", "teacher"), ("scratch", "scratch student"), ("distilled", "distilled student"))
 
 
@@ -113,7 +115,7 @@ def write_markdown(report, path):
     images = [name for name in report.get("files", {}).values() if name.endswith(".png")]
     lines += [""] + [f"![{name}]({name})" for name in images]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
-    Path(path).write_text("\n".join(lines))
+    files.write_text(path, "\n".join(lines))
     return path
 
 
@@ -122,7 +124,7 @@ def write_config(config, path):
     settings = config.to_dict()
     settings.pop("overwrite", None)
     settings.pop("output", None)
-    Path(path).write_text(yaml.safe_dump(settings, sort_keys=False))
+    files.write_text(path, yaml.safe_dump(settings, sort_keys=False))
     return path
 
 
@@ -168,8 +170,7 @@ def plot_curves(histories, path):
     for axis in list(axes.flat)[len(keys) :]:
         axis.axis("off")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save_figure(figure, path)
     return path
 
 
@@ -194,6 +195,16 @@ def plot_accuracy_vs_size(report, path):
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save_figure(figure, path)
     return path
+
+
+def _save_figure(figure, path):
+    """Saves and closes `figure`; the PNG appears whole or not at all."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with files.atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=100, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(figure)

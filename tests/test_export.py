@@ -174,3 +174,75 @@ def test_int8_with_float_only_ops_needs_explicit_fallback(tmp_path):
         model, tmp_path / "mixed.tflite", quantize="int8", representative_data=x, allow_float_fallback=True
     )
     np.testing.assert_allclose(export.predict_tflite(path, x), model.predict(x, verbose=0), atol=0.1)
+
+
+def test_evaluate_checks_input_shape_and_classes(student_and_data, tmp_path):
+    student, x, y = student_and_data
+    path = export.to_tflite(student, tmp_path / "s.tflite")
+    mnist_like = np.zeros((4, 28, 28, 1), "float32")
+    with pytest.raises(ValueError, match=r"takes inputs of shape \(8, 8, 1\).*received inputs of shape \(28, 28, 1\)"):
+        export.evaluate_tflite(path, (mnist_like, np.zeros(4, "int32")))
+    with pytest.raises(ValueError, match="outputs 10 classes, but the data have 3 classes"):
+        export.evaluate_tflite(path, (x, y % 3), num_classes=3)
+    with pytest.raises(ValueError, match=r"Labels must lie in \[0, 10\).*from 0 to 12"):
+        export.evaluate_tflite(path, (x, np.where(y == 9, 12, y)))
+    assert export.evaluate_tflite(path, (x, y), num_classes=10) > 0.5
+
+
+def test_subclassed_model_exports_and_no_temporary_folder_stays(tmp_path, monkeypatch):
+    import tempfile
+
+    import keras
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the SavedModel folders go
+    model = Subclassed()
+    with pytest.raises(ValueError, match="no known input shape: call it once"):
+        export.to_tflite(model, tmp_path / "unbuilt.tflite")
+    x = np.random.default_rng(0).random((5, 4), dtype="float32")
+    model(x)
+    path = export.to_tflite(model, tmp_path / "sub.tflite", quantize="int8", representative_data=x)
+    np.testing.assert_allclose(export.predict_tflite(path, x), model.predict(x, verbose=0), atol=0.05)
+
+    @keras.saving.register_keras_serializable(package="tests")
+    class NumpyOnly(keras.layers.Layer):  # no TFLite kernel: the conversion fails
+        def call(self, x):
+            return tf.ensure_shape(tf.numpy_function(lambda a: a, [x], tf.float32), x.shape)
+
+    inputs = keras.Input((4,))
+    with pytest.raises(RuntimeError, match="TFLite conversion"):
+        export.to_tflite(keras.Model(inputs, NumpyOnly()(inputs)), tmp_path / "bad.tflite")
+    assert not list(tmp_path.glob("keras_kd_export_*"))  # removed after success and after failure
+
+
+def test_full_disk_keeps_the_previous_tflite_file(student_and_data, tmp_path, monkeypatch):
+    from tests.faults import disk_full, leftovers
+
+    student, x, y = student_and_data
+    path = export.to_tflite(student, tmp_path / "s.tflite")
+    before = (tmp_path / "s.tflite").read_bytes()
+    flatbuffer = export.converter_for(student, "float16").convert()
+    assert flatbuffer != before
+
+    class Converter:  # the disk fills up after the conversion, while the file is written
+        def convert(self):
+            disk_full_context.__enter__()
+            return flatbuffer
+
+    disk_full_context = disk_full(1024)
+    monkeypatch.setattr(export, "converter_for", lambda *args, **kwargs: Converter())
+    try:
+        with pytest.raises(OSError, match="File too large"):
+            export.to_tflite(student, path)
+    finally:
+        disk_full_context.__exit__(None, None, None)
+    assert (tmp_path / "s.tflite").read_bytes() == before  # the previous file, whole
+    assert leftovers(tmp_path) == []
+    assert export.evaluate_tflite(path, (x, y)) > 0.5

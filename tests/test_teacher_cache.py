@@ -9,7 +9,13 @@ import tensorflow as tf
 import keras_kd
 from keras_kd import datasets
 from keras_kd.callbacks import TeacherCache
-from tests.conftest import cnn, sparse_ce
+from tests.backend_utils import tensorflow_only
+from tests.conftest import cnn, mlp, sparse_ce
+
+# Only the TensorFlow step replays stored features (tf.cond on the cache's
+# state); on JAX and PyTorch TeacherCache refuses with one clear error
+# (tests/test_distiller.py::test_teacher_cache_needs_tensorflow).
+pytestmark = tensorflow_only("TeacherCache replays the teacher's features inside the tf.function step")
 
 
 def _distiller(seed=0):
@@ -83,3 +89,47 @@ def test_cached_step_runs_without_xla_and_restores_it(digits):
     probe = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(distiller.jit_compile))
     distiller.fit(_data(digits), epochs=2, callbacks=[TeacherCache(), probe], verbose=0)
     assert seen == [False, False] and distiller.jit_compile is True
+
+
+def _exact_copy_distiller():
+    """A student that is an exact copy of the teacher, learning rate 0: a
+    logit-MSE term reads 0 on every batch whose teacher outputs are right."""
+    teacher = mlp(16, "teacher", batch_norm=False)
+    student = keras.models.clone_model(teacher)
+    student.set_weights(teacher.get_weights())
+    distiller = keras_kd.Distiller(teacher, student, [keras_kd.Term(keras_kd.losses.LogitMSELoss())])
+    distiller.compile(keras.optimizers.SGD(0.0), sparse_ce())
+    return distiller
+
+
+def _changing_pipelines(digits):
+    """Two pipelines whose epochs differ in ways the op-name check cannot see."""
+    x, y = digits[0][:96], digits[1][:96]
+    order = np.random.default_rng(0)
+
+    def reshuffled():  # a Python generator that draws a new order each epoch
+        for i in order.permutation(len(x)):
+            yield x[i], y[i]
+
+    spec = (tf.TensorSpec((64,), tf.float32), tf.TensorSpec((), tf.int32))
+    shuffled = tf.data.Dataset.from_generator(reshuffled, output_signature=spec).batch(32)
+    shuffled = shuffled.apply(tf.data.experimental.assert_cardinality(3))
+    noise = np.random.default_rng(1)
+
+    def add_noise(batch):
+        return (batch + noise.normal(0, 0.01, batch.shape)).astype("float32")
+
+    noisy = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    noisy = noisy.map(lambda a, b: (tf.ensure_shape(tf.numpy_function(add_noise, [a], tf.float32), a.shape), b))
+    return {"reshuffling generator": shuffled, "noisy numpy_function": noisy}
+
+
+@pytest.mark.parametrize("kind", ["reshuffling generator", "noisy numpy_function"])
+def test_replayed_batches_that_changed_stop_fit(digits, kind):
+    dataset = _changing_pipelines(digits)[kind]
+    plain = _exact_copy_distiller().fit(dataset, epochs=2, shuffle=False, verbose=0).history
+    assert max(plain["logit_mse_loss"]) < 1e-10  # right teacher outputs: the copy matches them exactly
+    distiller = _exact_copy_distiller()
+    with pytest.raises(ValueError, match=r"TeacherCache: batch 0 of epoch 2 does not hold the inputs"):
+        distiller.fit(dataset, epochs=2, shuffle=False, callbacks=[TeacherCache()], verbose=0)
+    assert distiller.teacher_cache is None  # released although fit stopped
