@@ -39,7 +39,11 @@ class TerminateOnNonFiniteTerm(keras.callbacks.Callback):
             if name in (logs or {}):
                 value = float(logs[name])
                 if not math.isfinite(value):
-                    self.model.stop_training = True
+                    # Not `self.model`: on JAX that property syncs the training
+                    # state into the variables, and from this worker thread it
+                    # races the main thread, which has already donated that
+                    # state to the next step (the variables kept deleted arrays).
+                    self._model.stop_training = True
                     raise FloatingPointError(
                         f"Distillation term '{name}' became {value} at batch {batch} "
                         f"of epoch {self._epoch + 1}. Lower its weight or the learning "
@@ -485,7 +489,11 @@ class TeacherCache(keras.callbacks.Callback):
 
     Only valid when every epoch yields the same batches in the same order:
     `fit` refuses, before training, a `tf.data` pipeline with shuffling or
-    random ops (augmentation) and array inputs without `shuffle=False`. The
+    random ops (augmentation) and array inputs without `shuffle=False`; and
+    each replayed batch's inputs are compared with a fingerprint stored in
+    the first epoch, so data that change in a way the pipeline does not show
+    (a generator that reshuffles, a noisy `numpy_function`) stop `fit` with
+    a ValueError naming the batch instead of training on wrong outputs. The
     cache lives in memory (`steps x batch x features` float32 values, at
     most `budget_bytes`) for one `fit` call. The cached step runs without
     XLA even if the Distiller was compiled with `jit_compile=True`.
@@ -503,6 +511,7 @@ class TeacherCache(keras.callbacks.Callback):
         self.budget_bytes = budget_bytes
         self.cache = None
         self._distiller = None
+        self._epoch = 0
 
     def attach(self, distiller, x, fit_kwargs):
         """Called by `Distiller.fit` before training: checks the data and
@@ -525,8 +534,18 @@ class TeacherCache(keras.callbacks.Callback):
         distiller.make_train_function(force=True)  # re-trace the step with the cache in it
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
         if self.cache is not None:
             self.cache.start_epoch()
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Replayed batches are fingerprint-checked inside the step (keras_kd.cache); stop at the first mismatch.
+        if self.cache is not None and self._epoch > 0:
+            try:
+                self.cache.check(self._epoch)
+            except ValueError:
+                self.on_train_end()  # fit does not call it when a callback raises
+                raise
 
     def on_epoch_end(self, epoch, logs=None):
         if self.cache is not None:

@@ -318,11 +318,16 @@ class Distiller(keras.Model):
         augmentation ran. `predict` returns the student's output alone; use
         `distiller.student` to serve.
         """
-        x, _ = split_index(inputs)
+        x, index = split_index(inputs)
         if self._outputs_only:
             return self.student(self._student_extractor.select_inputs(x), training=training)
         outputs = {}
         if training:
+            # Before any network runs: an eager step (PyTorch) would otherwise
+            # update the student's BatchNorm statistics on a batch that fails.
+            for term in self.bound_terms:
+                if getattr(term.loss, "requires_index", False):
+                    _check_index(term, index)
             x, mixing = self.augment(x)
             if mixing is not None:
                 outputs["mixing"] = mixing

@@ -8,6 +8,10 @@ import pytest  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 
+def pytest_report_header(config):
+    return f"Keras backend: {keras.backend.backend()} (KERAS_BACKEND selects it)"
+
+
 @pytest.fixture(scope="session")
 def digits():
     """The 1797 8x8 digits shipped with scikit-learn, flattened to [0, 1]."""

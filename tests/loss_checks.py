@@ -1,12 +1,15 @@
-"""Checks every keras_kd loss must pass; each loss's test module calls them."""
+"""Checks every keras_kd loss must pass; each loss's test module calls them.
+They run on the Keras backend of the process (see `backend_utils`)."""
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
+
+from tests import backend_utils
 
 
 def value(loss, teacher, student, **kwargs):
-    return float(loss(teacher, student, **kwargs))
+    return float(backend_utils.numpy(loss(teacher, student, **kwargs)))
 
 
 def assert_zero_when_equal(loss, features, atol=1e-6):
@@ -15,19 +18,16 @@ def assert_zero_when_equal(loss, features, atol=1e-6):
 
 
 def assert_gradient_reaches_student_only(loss, teacher, student):
-    """Finite, non-zero gradient w.r.t. the student; none w.r.t. the teacher."""
-    teacher_vars = tf.nest.map_structure(tf.Variable, teacher)
-    student_vars = tf.nest.map_structure(tf.Variable, student)
-    with tf.GradientTape(persistent=True) as tape:
-        result = loss(teacher_vars, student_vars)
-    student_grads = tape.gradient(result, tf.nest.flatten(student_vars))
-    teacher_grads = tape.gradient(result, tf.nest.flatten(teacher_vars))
-    assert all(g is not None for g in student_grads)
-    for grad in student_grads:
-        grad = tf.convert_to_tensor(grad)
-        assert np.all(np.isfinite(grad.numpy()))
-    assert any(float(tf.reduce_max(tf.abs(tf.convert_to_tensor(g)))) > 0 for g in student_grads)
-    assert all(g is None or float(tf.reduce_max(tf.abs(g))) == 0 for g in teacher_grads)
+    """Finite, non-zero gradient w.r.t. the student; none w.r.t. the teacher
+    (integer leaves of the teacher side, such as labels, are not differentiated)."""
+    _, (teacher_grads, student_grads), _ = backend_utils.value_and_grad(
+        lambda t, s: loss(t, s), (teacher, student)
+    )
+    student_grads = keras.tree.flatten(student_grads)
+    assert student_grads and all(np.all(np.isfinite(g)) for g in student_grads)
+    assert any(np.abs(g).max() > 0 for g in student_grads)
+    for grad in keras.tree.flatten(teacher_grads):
+        assert grad is None or np.abs(grad).max() == 0
 
 
 def assert_serializable(loss, teacher, student):
@@ -43,34 +43,43 @@ def assert_serializable(loss, teacher, student):
         )
 
 
+def cast(structure, dtype):
+    """Every floating leaf of a nest cast to `dtype` (integer labels stay)."""
+
+    def cast_leaf(x):
+        x = ops.convert_to_tensor(x)
+        return ops.cast(x, dtype) if keras.backend.is_float_dtype(x.dtype) else x
+
+    return keras.tree.map_structure(cast_leaf, structure)
+
+
 def assert_float32_under_float16_inputs(loss, teacher, student):
     """Mixed-precision features are cast up: the result is float32 and close
     to the float32 result."""
-    half = tf.nest.map_structure(lambda x: tf.cast(x, "float16"), (teacher, student))
+    half = cast((teacher, student), "float16")
     result = loss(*half)
-    assert result.dtype == tf.float32
-    reference = loss(*tf.nest.map_structure(lambda x: tf.cast(x, "float32"), half))
-    np.testing.assert_allclose(float(result), float(reference), rtol=1e-5, atol=1e-6)
-
-
-def assert_same_under_xla(loss, teacher, student, rtol=1e-6):
-    """The loss compiled with XLA (`jit_compile=True`) gives the eager value."""
-    compiled = tf.function(lambda t, s: loss(t, s), jit_compile=True)
+    assert keras.backend.standardize_dtype(result.dtype) == "float32"
+    reference = loss(*cast(half, "float32"))
     np.testing.assert_allclose(
-        float(compiled(teacher, student)), value(loss, teacher, student), rtol=rtol
+        float(backend_utils.numpy(result)), float(backend_utils.numpy(reference)), rtol=1e-5, atol=1e-6
+    )
+
+
+def assert_same_under_xla(loss, teacher, student, rtol=1e-6, unknown_batch=False):
+    """The loss compiled as the backend's trainer compiles a step (XLA on
+    TensorFlow and JAX) gives the eager value; `unknown_batch`: traced with
+    a None batch dimension on TensorFlow."""
+    compiled = backend_utils.compiled(lambda t, s: loss(t, s), unknown_batch=unknown_batch)
+    np.testing.assert_allclose(
+        float(backend_utils.numpy(compiled(teacher, student))), value(loss, teacher, student), rtol=rtol
     )
 
 
 def student_value_and_gradient(loss, teacher, student, jit_compile=False):
-    """(loss, d loss / d student), eagerly-traced or under XLA."""
-
-    @tf.function(jit_compile=jit_compile)
-    def value_and_gradient(student):
-        with tf.GradientTape() as tape:
-            tape.watch(student)
-            value = loss(teacher, student)
-        return value, tape.gradient(value, student)
-
+    """(loss, d loss / d student) as NumPy, eagerly or compiled (XLA on
+    TensorFlow and JAX)."""
     # XLA lowers sqrt's gradient without TF's 0 * inf guard: test both.
-    return value_and_gradient(tf.constant(student))
-
+    value, (grad,), _ = backend_utils.value_and_grad(
+        lambda s: loss(teacher, s), (student,), jit_compile=jit_compile
+    )
+    return value, grad

@@ -9,6 +9,7 @@ import pytest
 
 import keras_kd
 from keras_kd import recipes
+from tests import backend_utils
 from tests.conftest import cnn, sparse_ce
 
 LAYERS = {
@@ -19,6 +20,9 @@ LAYERS = {
     "feature_list": (["bn1", "bn2", "pool"], ["block1", "block2", "pool"]),
     "embedding": ("pool", "pool"),
 }
+# XLA on TensorFlow and JAX. PyTorch has no XLA: Keras' jit_compile=True
+# there means torch.compile, which is not this check (its steps run eagerly).
+XLA = backend_utils.BACKEND in ("tensorflow", "jax")
 EMBEDDING_METHODS = {"sp", "cc", "rkd", "pkt", "crd", "vid"}
 PRE_RELU = {"ab": (["bn1", "bn2"], ["bn1", "bn2"]), "ofd": (["bn1", "bn2"], ["bn1", "bn2"])}
 
@@ -49,7 +53,7 @@ def test_each_method_trains_in_a_distiller_under_xla(name, digits):
     # FSP compares C_a x C_b matrices, so it needs equal widths (as in the paper).
     teacher, student = cnn(4 if name == "fsp" else 8, "teacher"), cnn(4, "student")
     distiller = recipes.distiller(name, teacher, student, teacher_layers, student_layers, **index_kwargs(name, 192))
-    distiller.compile(keras.optimizers.Adam(1e-3), sparse_ce(), jit_compile=True)
+    distiller.compile(keras.optimizers.Adam(1e-3), sparse_ce(), jit_compile=XLA)
     before = [np.array(v) for v in student.trainable_weights]
     # CRD's batches carry each example's position (its memory row); the Distiller takes it out.
     data = keras_kd.datasets.with_index(images, y[:192]) if indexed(name) else (images, y[:192])

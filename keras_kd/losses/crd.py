@@ -208,7 +208,10 @@ class CRDLoss(LearnableLoss):
     def _scores(self, anchor, memory, rows):
         """`anchor[b] . memory[rows[b, k]] / T`, shape (B, K + 1)."""
         if self.num_data <= 4 * (self.num_negatives + 1):
-            every_row = ops.matmul(anchor, ops.transpose(memory))  # (B, N)
+            # A copy (small on this path): the product keeps its operand for the
+            # gradient, and on PyTorch the memory update after the scores
+            # overwrites the variable's storage in place.
+            every_row = ops.matmul(anchor, ops.transpose(ops.copy(memory)))  # (B, N)
             scores = ops.take_along_axis(every_row, rows, axis=1)
         else:
             scores = ops.einsum("bd,bkd->bk", anchor, ops.take(memory, rows, axis=0))

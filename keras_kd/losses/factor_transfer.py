@@ -1,6 +1,8 @@
 """Kim, Park & Kwak, "Paraphrasing Complex Network: Network Compression via
 Factor Transfer", NeurIPS 2018."""
 
+import sys
+
 import keras
 import numpy as np
 from keras import ops
@@ -354,59 +356,63 @@ def pretrain_paraphraser(
     Returns:
         The list of per-epoch mean reconstruction losses.
     """
-    import tensorflow as tf
-
     epochs = validate_positive_int("epochs", epochs)
     batch_size = validate_positive_int("batch_size", batch_size)
 
-    if isinstance(teacher_features, tf.data.Dataset):
+    # A tf.data pipeline implies TensorFlow is loaded; arrays need no TensorFlow.
+    tf = sys.modules.get("tensorflow")
+    dataset = None
+    if tf is not None and isinstance(teacher_features, tf.data.Dataset):
         dataset = teacher_features
         if len(dataset.element_spec.shape) == 3:
             dataset = dataset.batch(batch_size)
         feature_shape = tuple(dataset.element_spec.shape)
+        dataset = dataset.map(lambda x: (tf.cast(x, "float32"),) * 2)
     else:
         features = np.asarray(teacher_features, dtype="float32")
-        dataset = tf.data.Dataset.from_tensor_slices(features)
-        if shuffle:
-            dataset = dataset.shuffle(len(features), reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size)
         feature_shape = (None,) + features.shape[1:]
     if len(feature_shape) != 4:
         raise ValueError(
             "pretrain_paraphraser expects (N, H, W, C) teacher features; received "
             f"batches of shape {feature_shape}."
         )
-    dataset = dataset.map(lambda x: tf.cast(x, "float32"))
     if not paraphraser.built:
         paraphraser.build(feature_shape)
 
     if optimizer is None:
         optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, weight_decay=5e-4)
+    callbacks = []
+    if verbose:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: print(
+                    f"paraphraser epoch {epoch + 1}/{epochs}: reconstruction loss {logs['loss']:.6f}"
+                )
+            )
+        )
     paraphraser.trainable = True
     try:
-        variables = paraphraser.trainable_variables
-        optimizer.build(variables)
-
-        @tf.function(reduce_retracing=True)
-        def step(x):
-            with tf.GradientTape() as tape:
-                _, reconstruction = paraphraser(x, training=True)
-                loss = ops.mean(ops.square(reconstruction - x))
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-            return loss, ops.cast(ops.shape(x)[0], "float32")
-
-        history = []
-        for epoch in range(epochs):
-            total, count = 0.0, 0.0
-            for batch in dataset:
-                loss, n = step(batch)
-                total += float(loss) * float(n)
-                count += float(n)
-            history.append(total / max(count, 1.0))
-            if verbose:
-                print(
-                    f"paraphraser epoch {epoch + 1}/{epochs}: reconstruction loss {history[-1]:.6f}"
-                )
+        # Keras' own training loop, so pretraining runs on every backend; its
+        # "loss" log is the epoch's mean of the batch losses weighted by batch size.
+        model = _Reconstruction(paraphraser, name="paraphraser_reconstruction")
+        model.compile(optimizer=optimizer, loss=keras.losses.MeanSquaredError())
+        if dataset is None:
+            fit_args = {"x": features, "y": features, "batch_size": batch_size, "shuffle": shuffle}
+        else:
+            fit_args = {"x": dataset, "shuffle": False}  # a pipeline shuffles itself
+        history = model.fit(**fit_args, epochs=epochs, verbose=0, callbacks=callbacks)
     finally:
         paraphraser.trainable = False
-    return history
+    return [float(value) for value in history.history["loss"]]
+
+
+class _Reconstruction(keras.Model):
+    """The paraphraser's reconstruction of its input (the reference's
+    `nn.MSELoss` target is the input itself), as a model `fit` trains."""
+
+    def __init__(self, paraphraser, **kwargs):
+        super().__init__(**kwargs)
+        self.paraphraser = paraphraser
+
+    def call(self, x, training=None):
+        return self.paraphraser(x, training=training)[1]

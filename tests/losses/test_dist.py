@@ -1,10 +1,9 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_kd.losses.dist import DISTLoss
-from tests import loss_checks
+from tests import backend_utils, loss_checks
 
 rng = np.random.default_rng(0)
 TEACHER = rng.normal(size=(6, 5)).astype("float32") * 2
@@ -89,7 +88,7 @@ def test_returns_a_scalar():
 
 def test_same_value_under_xla():
     loss = DISTLoss(temperature=4.0)
-    compiled = tf.function(lambda t, s: loss(t, s), jit_compile=True)
+    compiled = backend_utils.compiled(lambda t, s: loss(t, s))
     np.testing.assert_allclose(
         float(compiled(TEACHER, STUDENT)), loss_checks.value(loss, TEACHER, STUDENT), rtol=1e-6
     )

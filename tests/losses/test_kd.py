@@ -24,10 +24,12 @@ def test_zero_when_student_matches_teacher():
     loss_checks.assert_zero_when_equal(KDLoss(), TEACHER)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 4.0, 20.0])
-def test_matches_reference_formula(temperature):
+# At T = 20 the KL is a small difference of float32 log-probabilities:
+# XLA's CPU log_softmax on JAX lands 1.5e-5 off (TensorFlow and PyTorch 4e-6).
+@pytest.mark.parametrize("temperature, rtol", [(1.0, 1e-5), (4.0, 1e-5), (20.0, 3e-5)])
+def test_matches_reference_formula(temperature, rtol):
     got = loss_checks.value(KDLoss(temperature=temperature), TEACHER, STUDENT)
-    np.testing.assert_allclose(got, reference(TEACHER, STUDENT, temperature), rtol=1e-5)
+    np.testing.assert_allclose(got, reference(TEACHER, STUDENT, temperature), rtol=rtol)
 
 
 def test_hand_computed_case():

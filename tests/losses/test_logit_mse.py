@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_kd.losses.logit_mse import LogitMSELoss
-from tests import loss_checks
+from tests import backend_utils, loss_checks
 
 rng = np.random.default_rng(0)
 TEACHER = rng.normal(size=(6, 5)).astype("float32")
@@ -52,7 +51,7 @@ def test_per_token_logits():
 
 def test_same_value_under_xla():
     loss = LogitMSELoss()
-    compiled = tf.function(lambda t, s: loss(t, s), jit_compile=True)
+    compiled = backend_utils.compiled(lambda t, s: loss(t, s))
     np.testing.assert_allclose(
         float(compiled(TEACHER, STUDENT)), reference(TEACHER, STUDENT), rtol=1e-6
     )
