@@ -1,6 +1,8 @@
 """Callbacks for distillation runs."""
 
 import math
+import os
+from pathlib import Path
 
 import keras
 
@@ -90,8 +92,15 @@ class ExportBestTFLite(keras.callbacks.Callback):
         super().__init__()
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"`mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+        from keras_kd.export import QUANTIZE
+
+        if quantize not in QUANTIZE and quantize != "none":
+            raise ValueError(f"`quantize` must be one of {list(QUANTIZE)} (or 'none'). Received: quantize={quantize!r}")
         if quantize == "int8" and representative_data is None:
             raise ValueError("quantize='int8' needs `representative_data` (training inputs for calibration).")
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"`monitor` must be a log key such as 'val_loss'. Received: monitor={monitor!r}")
+        _check_writable_folder(path)
         self.path = str(path)
         self.monitor = monitor
         self.mode = mode
@@ -110,6 +119,10 @@ class ExportBestTFLite(keras.callbacks.Callback):
         return getattr(self.model, "student", self.model)
 
     def on_train_begin(self, logs=None):
+        from keras_kd import backend
+
+        backend.require_tensorflow("ExportBestTFLite (TFLite export)")
+        _check_writable_folder(self.path)  # it may have changed since __init__
         self.best, self.best_epoch, self._best_weights = None, None, None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -159,6 +172,16 @@ class ExportBestTFLite(keras.callbacks.Callback):
         return cls(**config)
 
 
+def _check_writable_folder(path):
+    """Raise before training when `path` cannot be written: its nearest
+    existing ancestor must be a writable folder."""
+    folder = Path(path).resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"Cannot write {str(path)!r}: {str(folder)!r} is not a writable folder.")
+
+
 SCHEDULES = ("constant", "step", "linear", "cosine", "exponential")
 
 
@@ -193,8 +216,11 @@ def _validate_schedule(schedule, start, end, epochs, step_size, gamma):
         return
     if schedule not in SCHEDULES:
         raise ValueError(f"`schedule` must be one of {list(SCHEDULES)} or a callable of the epoch. Received: {schedule!r}")
-    if not isinstance(start, (int, float)):
-        raise ValueError(f"`start` must be a number. Received: start={start!r}")
+    for name, value in (("start", start), ("end", end), ("gamma", gamma)):
+        if value is None and name != "start":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
     if schedule in ("linear", "cosine"):
         if end is None or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(
@@ -228,11 +254,19 @@ class _VariableScheduler(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.variables()  # fail before the first step if the model lacks them
+        # The whole schedule, so a value that turns invalid at epoch 40 fails now, not then.
+        for epoch in range((self.params or {}).get("epochs") or 0):
+            self.checked_value(epoch)
+
+    def checked_value(self, epoch):
+        """`value_at(epoch)`, refused unless finite and >= 0."""
+        value = self.value_at(epoch)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{type(self).__name__} gives {value} at epoch {epoch + 1}; expected a finite value >= 0.")
+        return value
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.value = self.value_at(epoch)
-        if not math.isfinite(self.value) or self.value < 0:
-            raise ValueError(f"{type(self).__name__} gave {self.value} at epoch {epoch + 1}; expected >= 0.")
+        self.value = self.checked_value(epoch)
         for variable in self.variables():
             variable.assign(self.value)
 
@@ -285,7 +319,7 @@ class TemperatureScheduler(_VariableScheduler):
     def value_at(self, epoch):
         value = super().value_at(epoch)
         if value <= 0:
-            raise ValueError(f"TemperatureScheduler gave temperature {value} at epoch {epoch + 1}; it must be > 0.")
+            raise ValueError(f"TemperatureScheduler gives temperature {value} at epoch {epoch + 1}; it must be > 0.")
         return value
 
     def variables(self):

@@ -111,3 +111,30 @@ def test_a_tf_distribute_scope_is_refused_on_other_backends():
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
         with pytest.raises(RuntimeError, match="tf.distribute strategy .*DataParallel.* needs the TensorFlow backend"):
             keras_kd.Distiller(mlp(16, "t"), mlp(8, "s"), [keras_kd.losses.KDLoss()])
+
+
+def test_a_schedule_that_turns_invalid_later_fails_before_the_first_step(digits):
+    x, y = digits
+    distiller = keras_kd.Distiller(mlp(16, "t"), mlp(8, "s"), [keras_kd.losses.KDLoss()])
+    distiller.compile(keras.optimizers.Adam(1e-3), sparse_ce())
+    weights = [np.array(w) for w in distiller.student.get_weights()]
+    falling = keras_kd.callbacks.TemperatureScheduler("linear", start=4.0, end=-2.0, epochs=4)
+    with pytest.raises(ValueError, match="temperature 0.0 at epoch 3; it must be > 0"):
+        distiller.fit(x[:64], y[:64], epochs=5, verbose=0, callbacks=[falling])
+    assert all(np.array_equal(a, b) for a, b in zip(weights, distiller.student.get_weights()))  # no step ran
+    with pytest.raises(ValueError, match="`end` must be a finite number"):
+        keras_kd.callbacks.WeightScheduler("kd_loss", "linear", start=1.0, end=math.nan, epochs=3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"quantize": "int4"}, "`quantize` must be one of"),
+        ({"monitor": ""}, "`monitor` must be a log key"),
+        ({"path": "/proc/version/student.tflite"}, "is not a writable folder"),
+    ],
+)
+def test_export_best_tflite_checks_its_arguments_when_created(kwargs, message, tmp_path):
+    arguments = {"path": tmp_path / "student.tflite", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        keras_kd.callbacks.ExportBestTFLite(**arguments)

@@ -18,6 +18,8 @@ from keras_kd.losses.base import (
 
 EPS = 1e-7  # the reference's `eps` in ContrastLoss
 
+EMBEDDING_EPS = 1e-4  # floor of the embeddings' norm (see CRDHead.call)
+
 
 @keras.saving.register_keras_serializable(package="keras_kd")
 class CRDHead(keras.layers.Layer):
@@ -75,8 +77,12 @@ class CRDHead(keras.layers.Layer):
 
     def call(self, inputs):
         teacher, student = inputs
-        teacher_embedding = l2_normalize(self.embed_teacher(flatten(teacher)))
-        student_embedding = l2_normalize(self.embed_student(flatten(student)))
+        # eps: the gradient of x / max(||x||, eps) is up to 1 / eps where an
+        # embedding vanishes (dead features give bias-only embeddings, 0 at
+        # initialisation); 1e-4 keeps it bounded (1e-12 gave 3e12) and leaves
+        # embeddings of any ordinary norm unchanged.
+        teacher_embedding = l2_normalize(self.embed_teacher(flatten(teacher)), eps=EMBEDDING_EPS)
+        student_embedding = l2_normalize(self.embed_student(flatten(student)), eps=EMBEDDING_EPS)
         return teacher_embedding, student_embedding
 
     def get_config(self):

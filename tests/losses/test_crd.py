@@ -550,3 +550,17 @@ def test_distiller_evaluate_without_index_leaves_the_memory(crd_distiller, digit
         np.testing.assert_array_equal(b, a)
     # predict sees plain inputs.
     assert distiller.predict(x[:8], verbose=0).shape == (8, 10)
+
+
+def test_vanishing_embeddings_keep_gradients_bounded():
+    """All-zero features give bias-only embeddings (zero at initialisation):
+    the normalisation's floor keeps every gradient finite and moderate."""
+    loss = CRDLoss(num_data=64, feature_dim=16, num_negatives=32)
+    loss.build((8, 32), (8, 24))
+    teacher, student, index = np.zeros((8, 32), "float32"), np.zeros((8, 24), "float32"), np.arange(8)
+    value, student_grads, variable_grads = backend_utils.value_and_grad(
+        lambda s: loss((teacher, index), s), (student,), variables=loss.layer.trainable_weights
+    )
+    assert math.isfinite(float(value))
+    largest = max(float(np.abs(g).max()) for g in [*keras.tree.flatten(student_grads), *variable_grads])
+    assert largest < 1e6  # 3e12 with a 1e-12 floor
