@@ -137,7 +137,7 @@ class FeatureCache:
             raise ValueError(
                 f"TeacherCache: batch {position} of epoch {epoch + 1} does not hold the inputs that batch {position} "
                 "held in the first epoch of this fit, so the cached teacher outputs are wrong for it (training "
-                "stopped after that batch's update). The data change order or "
+                "stopped after that batch's update, or the next one's). The data change order or "
                 "content between epochs (a generator that reshuffles, a random numpy_function or py_function, ...) "
                 "in a way the pipeline's op names do not show. Make every epoch yield the same batches, or drop "
                 "the TeacherCache."

@@ -538,6 +538,10 @@ class TeacherCache(keras.callbacks.Callback):
         budget_bytes: the most memory the cache may take.
     """
 
+    # The replay check reads one flag per batch: Keras runs it in a worker
+    # thread, so the step does not wait for it (its error surfaces a batch later).
+    async_safe = True
+
     def __init__(self, budget_bytes=2 << 30):
         super().__init__()
         if not isinstance(budget_bytes, int) or budget_bytes <= 0:
@@ -574,18 +578,20 @@ class TeacherCache(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         # Replayed batches are fingerprint-checked inside the step (keras_kd.cache); stop at the first mismatch.
-        if self.cache is not None and self._epoch > 0:
-            try:
-                self.cache.check(self._epoch)
-            except ValueError:
-                self.on_train_end()  # fit does not call it when a callback raises
-                raise
+        cache = self.cache
+        if cache is not None and self._epoch > 0:
+            cache.check(self._epoch)  # `Distiller.fit` releases the cache when this raises
 
     def on_epoch_end(self, epoch, logs=None):
         if self.cache is not None:
             self.cache.end_epoch()
 
     def on_train_end(self, logs=None):
+        self.release()
+
+    def release(self):
+        """Detach the cache from the Distiller and restore its step (also
+        when `fit` stops on an error: `Distiller.fit` calls it then)."""
         if self._distiller is not None:
             self._distiller.teacher_cache = None
             if self._jit_compile:

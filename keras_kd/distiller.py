@@ -535,8 +535,13 @@ class Distiller(keras.Model):
                 callback.attach(self, x, kwargs)
         if self.stop_on_nan:
             callbacks.append(TerminateOnNonFiniteTerm(["student_loss", *self.term_trackers]))
-        with self._sync_on_error():
-            return super().fit(*args, callbacks=callbacks, **kwargs)
+        try:
+            with self._sync_on_error():
+                return super().fit(*args, callbacks=callbacks, **kwargs)
+        finally:
+            for callback in callbacks:  # Keras skips on_train_end when fit raises
+                if isinstance(callback, TeacherCache):
+                    callback.release()
 
     def evaluate(self, *args, **kwargs):
         with self._sync_on_error():
