@@ -138,3 +138,21 @@ def test_export_best_tflite_checks_its_arguments_when_created(kwargs, message, t
     arguments = {"path": tmp_path / "student.tflite", **kwargs}
     with pytest.raises(ValueError, match=message):
         keras_kd.callbacks.ExportBestTFLite(**arguments)
+
+
+def test_a_saved_distiller_reloads_its_optimizer_state_without_warnings(digits, tmp_path):
+    x, y = digits
+    distiller = keras_kd.Distiller(mlp(16, "t"), mlp(8, "s"), [keras_kd.losses.KDLoss()])
+    distiller.compile(keras.optimizers.Adam(1e-3), sparse_ce(), metrics=["accuracy"])
+    distiller.fit(x[:128], y[:128], epochs=1, verbose=0)
+    distiller.save(tmp_path / "d.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restored = keras.saving.load_model(tmp_path / "d.keras")
+    assert [str(w.message) for w in caught] == []
+    assert isinstance(restored.optimizer, keras.optimizers.LossScaleOptimizer)
+    saved = [ops.convert_to_numpy(v) for v in distiller.optimizer.variables]
+    loaded = [ops.convert_to_numpy(v) for v in restored.optimizer.variables]
+    assert len(saved) == len(loaded) > 2
+    for a, b in zip(saved, loaded):
+        np.testing.assert_array_equal(a, b)
