@@ -10,16 +10,20 @@ keras-kd methods
 `distill` and `evaluate` run on every Keras backend (`KERAS_BACKEND=jax` or
 `torch`); TFLite export (`export`, the `distill` export stage, `--quantize`)
 needs TensorFlow, and says so in one line elsewhere.
+
+The console stays readable: each subcommand imports only what it needs
+(`--help` and `methods` import neither Keras nor TensorFlow), TensorFlow's
+C++ logs are silenced unless `--verbose`, and `distill` shows one progress
+line per training stage (`keras_kd.progress`).
 """
 
 import argparse
+import logging
 import os
 import sys
 import time
 import traceback
 import zipfile
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter off the terminal
 
 
 def _distill_parser(subparsers):
@@ -54,7 +58,15 @@ def _distill_parser(subparsers):
     )
     parser.add_argument("--output", help="run folder (default runs/<dataset>-<method>-<time>)")
     parser.add_argument("--overwrite", action="store_true", default=None, help="reuse an existing run folder")
-    parser.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras fit verbosity")
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        nargs="?",
+        const=1,
+        choices=[0, 1, 2],
+        help="without it: one progress line per training stage. --verbose (or 1): Keras' own progress bars "
+        "and TensorFlow's logs; 2: Keras' line per epoch and TensorFlow's logs; 0: the stage lines only",
+    )
     parser.set_defaults(handler=_distill)
 
 
@@ -63,6 +75,11 @@ def _data_options(parser, required=True):
     parser.add_argument("--data-dir", help="folder with <dataset>.npz (or $KERAS_KD_DATA_DIR)")
     parser.add_argument("--limit", type=int, help="use only the first N examples of each split")
     parser.add_argument("--batch-size", type=int, default=256)
+    _verbose_flag(parser)
+
+
+def _verbose_flag(parser):
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's logs (C++ and converter)")
 
 
 def build_parser():
@@ -126,6 +143,9 @@ def _evaluate(args):
     x, y = data.numpy("test")
     start = time.time()
     if args.model.endswith(".tflite"):
+        scale = export.read_input_scale(args.model)
+        if scale is not None:  # the file takes raw pixels (the job's student.tflite) and scales them itself
+            x = x / np.float32(scale)
         # Checks the file's input shape and classes against the data's, as below for a .keras model.
         accuracy = export.evaluate_tflite(args.model, (x, y), batch_size=args.batch_size, num_classes=data.num_classes)
     else:
@@ -166,10 +186,10 @@ def _export(args):
 
 
 def _methods(args):
-    from keras_kd import recipes
+    # The stored copy of the recipes' descriptions: reading `keras_kd.recipes` imports Keras.
+    from keras_kd import catalog
 
-    for name in recipes.names():
-        info = recipes.describe(name)
+    for name, info in catalog.METHODS.items():
         print(f"{name:<10} {info['loss']}: {info['paper']}")
         constants = ", ".join(f"{k}={v}" for k, v in info["constants"].items())
         print(
@@ -184,8 +204,7 @@ def _methods(args):
             )
         print(f"{'':<10} schedule: {info['schedule']}")
     print("\ntraining schemes (keras_kd.recipes.scheme(name, ...)):")
-    for name in recipes.scheme_names():
-        info = recipes.describe_scheme(name)
+    for name, info in catalog.SCHEMES.items():
         print(f"{name:<17} {info['build']}: {info['paper']}")
         constants = ", ".join(f"{k}={v}" for k, v in info["constants"].items())
         print(f"{'':<17} trains {info['trains']}; {constants}")
@@ -203,9 +222,15 @@ def _models(args):
 def main(argv=None):
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")  # retracing notices from predicting with several models
+    # Before anything imports TensorFlow (the handlers import what they need).
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices from predicting with several models
+    verbose = getattr(args, "verbose", None)
+    loud = verbose is True or verbose in (1, 2)  # a bool from evaluate/export, a level from distill
+    native = None
+    if not loud and args.command != "methods":
+        _quiet_tensorflow()
+        if argv is None:  # the process's own command line: this process's stderr is ours to redirect
+            native = _NativeStderr()
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -216,6 +241,49 @@ def main(argv=None):
             raise  # a bug: keep the traceback
         print(f"keras-kd {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    finally:
+        if native is not None:
+            native.restore()
+
+
+def _quiet_tensorflow():
+    """TensorFlow's C++ logging off (TF_CPP_MIN_LOG_LEVEL=3, read when TensorFlow
+    loads; a value the user set is kept) and absl's Python logging (the TFLite
+    converter's) at errors only."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from absl import logging as absl_logging  # absl-py: a TensorFlow dependency, light on its own
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+class _NativeStderr:
+    """Sends what native code writes to file descriptor 2 to /dev/null, while
+    Python's `sys.stderr` (warnings, tracebacks, this command's errors) keeps
+    writing where stderr went.
+
+    TensorFlow 2.19+ logs through absl before it reads TF_CPP_MIN_LOG_LEVEL
+    ("All log messages before absl::InitializeLog() ...", oneDNN, "Could not
+    find cuda drivers"), and TFLite's interpreter announces its XNNPACK
+    delegate from C++: no setting silences these. A crash inside native code
+    then ends without its message: rerun with `--verbose`.
+    """
+
+    def __init__(self):
+        sys.stderr.flush()
+        self._stderr = sys.stderr
+        self._saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        sys.stderr = open(  # a duplicate of the original stderr, line-buffered like it
+            os.dup(self._saved), "w", buffering=1, encoding=self._stderr.encoding, errors="backslashreplace"
+        )
+
+    def restore(self):
+        sys.stderr.flush()  # left open: a logging handler made meanwhile may still write to it
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        sys.stderr = self._stderr
 
 
 def _is_user_error(error):

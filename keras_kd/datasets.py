@@ -8,7 +8,7 @@
 download=True, stream=False)` returns a `Data`:
 
     name, train, test, input_shape (H, W, C), num_classes, class_names,
-    num_train, num_test, source, numpy(split="test") -> (x, y)
+    num_train, num_test, source, pixel_scale, numpy(split="test") -> (x, y)
 
 `train` and `test` yield `(image float32 (B, H, W, C), label int32 (B,))`
 batches, prefetched. `train` is reshuffled every epoch (seeded, with a
@@ -49,9 +49,11 @@ Where the data comes from, first match wins:
    saying how to supply the data, instead of hanging in a download.
 
 Normalization: images become float32 in [0, 1] (uint8 / 255, digits / 16;
-float arrays from an `.npz` are taken as already scaled). There is no
-mean/std standardization, so an exported TFLite model takes plain [0, 1]
-pixels; put a `Normalization` layer in the model if it wants one.
+float arrays from an `.npz` are taken as already scaled); `Data.pixel_scale`
+is that factor. There is no mean/std standardization, so a model takes plain
+[0, 1] pixels (the job's `student.tflite` puts `pixel_scale` in a Rescaling
+layer and takes raw pixels); put a `Normalization` layer in the model if it
+wants one.
 
 Augmentation (`augment=True`, train split only): a random translation (zero
 padding by 4 pixels, or 1 for images under 16 pixels such as digits, then a
@@ -159,6 +161,9 @@ class Data:
     num_test: int
     source: str
     _arrays: dict = dataclasses.field(default=None, repr=False, compare=False)
+    # What the pipeline multiplies a stored pixel by: 1/255 for uint8 images, 1/16 for digits (0..16), 1.0 for
+    # float arrays taken as already scaled. An exported model that takes raw pixels puts it in a Rescaling layer.
+    pixel_scale: float = 1.0
 
     def numpy(self, split="test"):
         """The whole split as `(x float32 (N, H, W, C), y int32 (N,))`, normalized
@@ -222,7 +227,8 @@ def load(
         "index": bool(index),
     }
     if name == "digits":
-        return _from_arrays(name, *_digits(seed), "scikit-learn", **options)
+        # scikit-learn's digits are integers 0..16, divided by 16 in `_digits`.
+        return dataclasses.replace(_from_arrays(name, *_digits(seed), "scikit-learn", **options), pixel_scale=1 / 16)
 
     explicit = data_dir is not None
     location = data_dir if explicit else os.environ.get(ENV_VAR) or None
@@ -433,6 +439,7 @@ def _from_arrays(name, splits, class_names, source, batch_size, augment, seed, l
         num_test=len(splits["test"][1]),
         source=source,
         _arrays={split: functools.partial(as_numpy, split) for split in _SPLITS},
+        pixel_scale=float(scale),
     )
 
 
@@ -664,6 +671,7 @@ def _from_tfds(
         num_test=counts["test"],
         source="tfds",
         _arrays={split: functools.partial(as_numpy, split) for split in _SPLITS},
+        pixel_scale=float(_scale(dtype)),
     )
 
 
@@ -969,6 +977,7 @@ def from_tfrecords(
         num_test=counts["test"],
         source="tfrecord",
         _arrays={split: functools.partial(as_numpy, split) for split in _SPLITS},
+        pixel_scale=float(scale),
     )
 
 

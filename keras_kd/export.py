@@ -6,6 +6,7 @@
     keras_kd.export.to_tflite(student, "s8.tflite", quantize="int8",
                               representative_data=train_images)                # full integer
     accuracy = keras_kd.export.evaluate_tflite("s8.tflite", test_ds)
+    keras_kd.export.to_tflite(student, "raw.tflite", input_scale=1 / 255)  # takes raw 0..255 pixels
 
 A Keras 3 model goes through a SavedModel (`model.export`), which folds
 BatchNorm into the convolutions, then `tf.lite.TFLiteConverter`; a tf_keras
@@ -18,8 +19,22 @@ Conversion (`to_tflite`, `converter_for`) and `compare` need the TensorFlow
 backend of Keras; on JAX or PyTorch they raise one clear error. Reading a
 `.tflite` file (`interpreter`, `predict_tflite`, `evaluate_tflite`) takes
 NumPy arrays and runs on every backend.
+
+The contract of an exported file: one float32 input of the model's input
+shape with a free batch axis, shape (batch, H, W, C), and one float32
+output (batch, num_classes) of logits (apply a softmax for probabilities;
+the job writes the class names, one per line in class order, to
+`labels.txt`). By default the input is what the Keras model takes (pixels
+scaled as in training, e.g. [0, 1]); with `input_scale` the file holds a
+`keras.layers.Rescaling(input_scale)` in front of the model and takes raw
+pixels (0..255 for uint8 images, 0..16 for scikit-learn's digits), and the
+scale is recorded in the file's metadata (`read_input_scale`). With
+`int8_io` the input and output are int8 (see `describe` for their
+quantization).
 """
 
+import json
+import math
 import os
 import re
 import tempfile
@@ -32,6 +47,8 @@ import tensorflow as tf
 from keras_kd import backend, files
 
 QUANTIZE = (None, "float16", "dynamic", "int8")
+# Name of the TFLite metadata entry (JSON) in which `to_tflite` records `input_scale`.
+METADATA_NAME = "keras_kd"
 
 
 def _is_tf_keras(model):
@@ -47,10 +64,26 @@ def is_quantization_aware(model):
     return any(type(layer).__name__.startswith(("QuantizeWrapper", "QuantizeLayer")) for layer in model.layers)
 
 
-def _validate(model, quantize, representative_data):
+def _validate(model, quantize, representative_data, input_scale=None):
     if not isinstance(model, keras.Model) and not _is_tf_keras(model):
         raise TypeError(f"`model` must be a keras.Model (or a tf_keras model). Received: {type(model).__name__}")
     input_shape(model)  # a clear error for a model that has not seen inputs yet
+    if input_scale is not None:
+        if (
+            isinstance(input_scale, bool)
+            or not isinstance(input_scale, (int, float, np.floating, np.integer))
+            or not (math.isfinite(input_scale) and input_scale > 0)
+        ):
+            raise ValueError(
+                f"`input_scale` must be a finite positive number (e.g. 1/255) or None. Received: "
+                f"input_scale={input_scale!r}"
+            )
+        if _is_tf_keras(model):
+            raise ValueError(
+                "`input_scale` wraps a Keras 3 model; for a tf_keras model (quantization- or pruning-aware), put a "
+                "tf_keras Rescaling layer in front of it before training. Received: input_scale="
+                f"{input_scale!r} for model {model.name!r}"
+            )
     if quantize == "none":
         quantize = None
     if quantize not in QUANTIZE:
@@ -109,6 +142,16 @@ def _is_batched(dataset, expected):
     return spec.shape.rank == len(expected) + 1
 
 
+def with_input_scale(model, input_scale):
+    """`model` behind a `keras.layers.Rescaling(input_scale)`: a functional
+    model with the same input shape that takes raw pixels (e.g. 0..255 with
+    `input_scale=1/255`) and computes what `model` computes on
+    `pixels * input_scale`. The weights are shared, not copied."""
+    inputs = keras.Input(input_shape(model), dtype="float32", name="raw_pixels")
+    scaled = keras.layers.Rescaling(float(input_scale), name="input_scaling")(inputs)
+    return keras.Model(inputs, model(scaled), name=f"{model.name}_raw_pixels")
+
+
 def converter_for(
     model,
     quantize=None,
@@ -116,11 +159,14 @@ def converter_for(
     num_calibration_samples=200,
     int8_io=False,
     allow_float_fallback=False,
+    input_scale=None,
 ):
     """A configured `tf.lite.TFLiteConverter` for `model` (see `to_tflite`)."""
     # On JAX the SavedModel comes from jax2tf and int8 conversion leaves float ops; torch does not export.
     backend.require_tensorflow("TFLite export")
-    quantize = _validate(model, quantize, representative_data)
+    quantize = _validate(model, quantize, representative_data, input_scale)
+    if input_scale is not None:
+        model = with_input_scale(model, input_scale)
     if _is_tf_keras(model):
         # tf_keras models (quantization-/pruning-aware students) convert directly.
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -164,8 +210,16 @@ def to_tflite(
     num_calibration_samples=200,
     int8_io=False,
     allow_float_fallback=False,
+    input_scale=None,
 ):
     """Converts `model` to a TFLite flatbuffer at `path`; returns the path.
+
+    The file's contract: one input of `model`'s input shape with a free
+    batch axis, (batch, H, W, C), float32 (int8 with `int8_io`); one output
+    (batch, num_classes), the model's outputs: for a keras_kd student,
+    logits (apply a softmax for probabilities). Without `input_scale` the
+    input is what `model` takes (keras_kd's datasets: pixels scaled to
+    [0, 1]); with it, raw pixels.
 
     Args:
         model: a built Keras model (e.g. `distiller.student`).
@@ -181,12 +235,19 @@ def to_tflite(
             (for integer-only accelerators); otherwise they stay float32.
         allow_float_fallback: with "int8", let ops that have no int8 kernel
             run in float instead of failing the conversion.
+        input_scale: None (default: the file takes what `model` takes), or
+            the factor that scales raw pixels to `model`'s inputs (1/255 for
+            uint8 images, 1/16 for digits; `keras_kd.datasets.Data.pixel_scale`):
+            a `keras.layers.Rescaling(input_scale)` goes in front of the model,
+            the file takes raw pixels as float32 (0..255, 0..16), and the
+            scale is recorded in its metadata (`read_input_scale`).
+            `representative_data` are then raw pixels too. Keras 3 models only.
 
     A quantization-aware student (`keras_kd.optimization`) converts to int8
     from its own fake-quant ranges; `representative_data` is optional there.
     """
     converter = converter_for(
-        model, quantize, representative_data, num_calibration_samples, int8_io, allow_float_fallback
+        model, quantize, representative_data, num_calibration_samples, int8_io, allow_float_fallback, input_scale
     )
     try:
         flatbuffer = converter.convert()
@@ -221,8 +282,71 @@ def to_tflite(
                 "have no int8 kernel; pass allow_float_fallback=True to accept a mixed int8/float model, or "
                 "replace those layers."
             )
+    if input_scale is not None:
+        flatbuffer = _add_metadata(flatbuffer, {"input_scale": float(input_scale)})
     # Written beside `path` and renamed over it: a full disk or a Ctrl-C leaves the previous file intact.
     return files.write_bytes(path, flatbuffer)
+
+
+def _add_metadata(flatbuffer, values):
+    """`flatbuffer` with a `METADATA_NAME` metadata entry holding `values` as JSON
+    (TFLite metadata: a named buffer that the interpreter ignores)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(values).encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_NAME, METADATA_NAME.encode())]
+    model.metadata.append(entry)
+    return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def _metadata(path):
+    """The `METADATA_NAME` entry of the TFLite file at `path` as a dict ({} without one)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No TFLite file at {str(path)!r}.")
+    with open(path, "rb") as handle:
+        model = schema.Model.GetRootAsModel(bytearray(handle.read()), 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() is not None and entry.Name().decode() == METADATA_NAME:
+            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode())
+    return {}
+
+
+def read_input_scale(path):
+    """The `input_scale` the TFLite file at `path` was exported with (its
+    input takes raw pixels, which it multiplies by this), or None for a file
+    that takes the model's own inputs."""
+    return _metadata(path).get("input_scale")
+
+
+def describe(path):
+    """The contract of the TFLite file at `path`: for its input and output,
+    `name`, `dtype`, `shape` (-1 for a free axis) and `quantization`
+    (scale, zero point; (0.0, 0) for float), plus the input's `scale` (see
+    `read_input_scale`)."""
+    runner = interpreter(path)
+
+    def entry(detail):
+        scale, zero_point = detail["quantization"]
+        return {
+            "name": detail["name"],
+            "dtype": np.dtype(detail["dtype"]).name,
+            "shape": list(_signature(detail)),
+            "quantization": [float(scale), int(zero_point)],
+        }
+
+    return {
+        "input": {**entry(runner.get_input_details()[0]), "scale": read_input_scale(path)},
+        "output": entry(runner.get_output_details()[0]),
+    }
 
 
 def _remove_saved_model(converter):
@@ -278,7 +402,9 @@ def _dequantize(y, detail):
 
 
 def predict_tflite(path, x, batch_size=256):
-    """Outputs of the TFLite file for inputs `x` (float, as the Keras model takes them)."""
+    """Outputs of the TFLite file for inputs `x`, float, as the file takes
+    them: raw pixels for a file exported with `input_scale`, otherwise what
+    the Keras model takes (an int8 input is quantized here)."""
     runner = interpreter(path)
     input_detail, output_detail = runner.get_input_details()[0], runner.get_output_details()[0]
     x = np.asarray(x, dtype="float32")
@@ -326,7 +452,9 @@ def tflite_classes(path):
 
 def evaluate_tflite(path, data, batch_size=256, num_classes=None):
     """Top-1 accuracy of the TFLite file on `data`: an `(x, y)` tuple of
-    arrays or a batched `tf.data.Dataset` of (inputs, integer labels).
+    arrays or a batched `tf.data.Dataset` of (inputs, integer labels), the
+    inputs as the file takes them (raw pixels for a file exported with
+    `input_scale`: divide keras_kd's scaled pixels by it).
 
     The inputs must have the file's input shape and the labels must lie in
     its classes; with `num_classes` (the dataset's), the file must output
@@ -371,7 +499,8 @@ def _median_latency_ms(run, repeats):
 
 def compare(keras_model, tflite_path, data, repeats=50, batch_size=256):
     """Compares a Keras model with its TFLite file on `data` ((x, y) arrays
-    or a batched dataset of (inputs, labels)).
+    or a batched dataset of (inputs, labels)), inputs as the Keras model
+    takes them (divided by the file's `input_scale` for the file, if any).
 
     Returns a dict: `keras_bytes` (the `.keras` file) and `tflite_bytes`,
     `keras_accuracy` and `tflite_accuracy`, `max_abs_difference` (largest
@@ -383,9 +512,11 @@ def compare(keras_model, tflite_path, data, repeats=50, batch_size=256):
     backend.require_tensorflow("keras_kd.export.compare (it times a tf.function of the Keras model)")
     x, y = _as_arrays(data)
     expected = keras_model.predict(x, batch_size=batch_size, verbose=0)
-    actual = predict_tflite(tflite_path, x, batch_size)
+    scale = read_input_scale(tflite_path)
+    file_x = x if scale is None else np.asarray(x, "float32") / np.float32(scale)  # a file that takes raw pixels
+    actual = predict_tflite(tflite_path, file_x, batch_size)
     labels = y.reshape(-1)
-    image = x[:1].astype("float32")
+    image = file_x[:1].astype("float32")
 
     runner = interpreter(tflite_path)
     input_detail = runner.get_input_details()[0]
@@ -395,13 +526,14 @@ def compare(keras_model, tflite_path, data, repeats=50, batch_size=256):
     runner.invoke()
 
     forward = tf.function(lambda inputs: keras_model(inputs, training=False))
-    forward(image)
+    keras_image = x[:1].astype("float32")
+    forward(keras_image)
     return {
         "keras_bytes": _saved_size(keras_model),
         "tflite_bytes": os.path.getsize(tflite_path),
         "keras_accuracy": float(np.mean(np.argmax(expected, -1) == labels)),
         "tflite_accuracy": float(np.mean(np.argmax(actual, -1) == labels)),
         "max_abs_difference": float(np.max(np.abs(actual - expected))),
-        "keras_latency_ms": _median_latency_ms(lambda: np.asarray(forward(image)), repeats),
+        "keras_latency_ms": _median_latency_ms(lambda: np.asarray(forward(keras_image)), repeats),
         "tflite_latency_ms": _median_latency_ms(runner.invoke, repeats),
     }

@@ -6,7 +6,9 @@
 Stages: teacher (train a zoo model, or load a `.keras` file), scratch
 student (the same student trained on labels alone with the same budget),
 distilled student, evaluation of all three, TFLite export of the distilled
-student, then the run folder: `report.json`, `report.md`, the models and the
+student (`student.tflite` takes raw pixels, with the dataset's scaling as a
+Rescaling layer inside, and returns logits; `labels.txt` names the classes),
+then the run folder: `report.json`, `report.md`, the models and the
 plots. The job runs on every Keras backend (`KERAS_BACKEND=jax` or `torch`
 too: the data are `tf.data` pipelines, which Keras' `fit` accepts on each);
 TFLite export needs TensorFlow, so elsewhere that stage is skipped and
@@ -39,6 +41,7 @@ import numpy as np
 import yaml
 
 from keras_kd import backend, datasets, export, files, models, recipes, report
+from keras_kd.progress import StageProgress
 
 # Per-dataset defaults: pairs from the literature that fit the data's size. On digits the
 # teacher memorises its 898 training images (its T=1 outputs on them put 0.15% of the mass
@@ -89,7 +92,9 @@ class DistillConfig:
     quantize: str = "none"  # of student.tflite: none, float16, dynamic, int8
     output: str = None  # run folder; default runs/<dataset>-<method>-<time>
     overwrite: bool = False
-    verbose: object = "auto"  # Keras fit verbosity
+    # "auto": one progress line per training stage (keras_kd.progress); 0: the stage lines only;
+    # 1 or 2: Keras' own `fit` output (a progress bar, or a line per epoch).
+    verbose: object = "auto"
 
     def __post_init__(self):
         defaults = dict(DEFAULTS.get(self.dataset, FALLBACK))
@@ -120,6 +125,8 @@ class DistillConfig:
                 isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
             ):
                 raise ValueError(f"`{key}` must be a finite positive number. Received: {key}={value!r}")
+        if not (self.verbose == "auto" or (type(self.verbose) is int and self.verbose in (0, 1, 2))):
+            raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={self.verbose!r}")
         if self.quantize not in ("none", "float16", "dynamic", "int8"):
             raise ValueError(
                 f"`quantize` must be one of none, float16, dynamic, int8. Received: quantize={self.quantize!r}"
@@ -436,7 +443,7 @@ def _stages(config, data, teacher, job):
     steps = int(np.ceil(data.num_train / config.batch_size))
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     # The pipeline shuffles itself; shuffle=False keeps Keras from warning about it.
-    fit = dict(validation_data=data.test, verbose=config.verbose, shuffle=False)
+    fit = dict(validation_data=data.test, verbose=_keras_verbose(config), shuffle=False)
     folder = job.folder
 
     start = job.stage(
@@ -445,7 +452,9 @@ def _stages(config, data, teacher, job):
     if teacher is None:
         teacher = models.get(config.teacher, data.input_shape, data.num_classes, name="teacher")
         teacher.compile(_optimizer(config, steps, config.teacher_epochs), loss, metrics=["accuracy"])
-        job.report["histories"]["teacher"] = _history(teacher.fit(data.train, epochs=config.teacher_epochs, **fit))
+        job.report["histories"]["teacher"] = _history(
+            teacher.fit(data.train, epochs=config.teacher_epochs, callbacks=_progress(config), **fit)
+        )
         job.save_model("teacher", teacher, "teacher.keras")
     job.report["models"]["teacher"] = _model_entry(teacher, config.teacher, accuracy(teacher, x_test, y_test))
     job.finish_stage("teacher", start, accuracy=job.report["models"]["teacher"]["accuracy"])
@@ -454,7 +463,9 @@ def _stages(config, data, teacher, job):
     keras.utils.set_random_seed(config.seed + 1)  # the distilled student starts from the same weights
     scratch = models.get(config.student, data.input_shape, data.num_classes, name="scratch_student")
     scratch.compile(_optimizer(config, steps, config.epochs), loss, metrics=["accuracy"])
-    job.report["histories"]["scratch"] = _history(scratch.fit(data.train, epochs=config.epochs, **fit))
+    job.report["histories"]["scratch"] = _history(
+        scratch.fit(data.train, epochs=config.epochs, callbacks=_progress(config), **fit)
+    )
     job.report["models"]["scratch"] = _model_entry(scratch, config.student, accuracy(scratch, x_test, y_test))
     job.finish_stage("scratch student", start, accuracy=job.report["models"]["scratch"]["accuracy"])
 
@@ -505,21 +516,51 @@ def _stages(config, data, teacher, job):
     _log(f"\nRun folder: {folder}")
 
 
+def _keras_verbose(config):
+    """`fit`'s own verbosity: silent under "auto", whose `StageProgress` line replaces Keras'
+    progress bar (about 1 kB of ANSI-coloured redraws per epoch, even into a file)."""
+    return 0 if config.verbose == "auto" else config.verbose
+
+
+def _progress(config):
+    """The progress callback of a training stage: one under "auto", none otherwise."""
+    return [StageProgress()] if config.verbose == "auto" else []
+
+
 def _export_stage(config, data, student, job, x_test, y_test):
-    """Stage 4: `student.tflite` (quantized as `config.quantize`) and its test accuracy."""
+    """Stage 4: `student.tflite` (quantized as `config.quantize`), which takes
+    raw pixels (the dataset's scaling is a Rescaling layer inside it) and
+    returns logits, `labels.txt` beside it, and its test accuracy measured on
+    raw pixels through the file."""
     start = job.stage(4, "export", f"TFLite ({config.quantize})")
-    x_train, _ = data.numpy("train")
+    scale = np.float32(data.pixel_scale)
+
+    def raw(x):  # the stored pixels (integers: digits 0..16, uint8 0..255), as a phone would feed them
+        return x if data.pixel_scale == 1 else np.rint(x / scale)
+
+    # The training split is read only for int8 calibration (on CIFAR it is about 600 MB of float32);
+    # `to_tflite` calibrates on its first 200 examples.
+    representative = raw(data.numpy("train")[0][:200]) if config.quantize == "int8" else None
     path = export.to_tflite(
         student,
         job.folder / "student.tflite",
         quantize=config.quantize,
-        representative_data=x_train if config.quantize == "int8" else None,
+        representative_data=representative,
+        input_scale=data.pixel_scale,
     )
     job.add_file("tflite", path)
+    labels = files.write_text(job.folder / "labels.txt", "".join(f"{name}\n" for name in data.class_names))
+    job.add_file("labels", labels)
+    contract = export.describe(path)
+    # Raw pixels run from 0 to 1 / scale (16 for digits, 255 for uint8); float data is taken as already scaled.
+    top = 1.0 if data.pixel_scale == 1 else round(1 / data.pixel_scale)
     job.report["tflite"] = {
         "quantize": config.quantize,
         "bytes": os.path.getsize(path),
-        "accuracy": export.evaluate_tflite(path, (x_test, y_test), num_classes=data.num_classes),
+        "accuracy": export.evaluate_tflite(path, (raw(x_test), y_test), num_classes=data.num_classes),
+        "input": {**contract["input"], "range": [0, top]},
+        "output": {**contract["output"], "meaning": "logits"},
+        "labels": Path(labels).name,
     }
     job.finish_stage("export", start, bytes=job.report["tflite"]["bytes"])
 
@@ -551,7 +592,8 @@ def _distill(config, data, teacher, student, loss, fit):
     distiller.compile(_optimizer(config, steps, config.epochs), loss, metrics=["accuracy"])
     # CRD's memory is indexed by example: the same batches, carrying each example's position.
     train = _load(config, index=True).train if recipes.needs_index(config.methods) else data.train
-    history = distiller.fit(train, epochs=config.epochs, callbacks=combination.callbacks, **fit)
+    callbacks = [*combination.callbacks, *_progress(config)]
+    history = distiller.fit(train, epochs=config.epochs, callbacks=callbacks, **fit)
     return distiller, combination.callbacks, history
 
 

@@ -25,6 +25,7 @@ RUN_FILES = {
     "teacher.keras",
     "student.keras",
     "student.tflite",
+    "labels.txt",
     "training_curves.png",
     "accuracy_vs_size.png",
 }
@@ -69,6 +70,42 @@ def test_default_distill_writes_the_run_folder(finished_run, capsys):
         assert (finished_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (finished_run / "report.md").read_text()
     assert "distilled student" in markdown and "training_curves.png" in markdown
+
+
+def test_student_tflite_takes_raw_pixels_and_returns_logits(finished_run):
+    """The contract of issue 16: a phone feeds raw digits pixels (0..16), as scikit-learn stores them."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    report = read_report(finished_run)
+    digits = load_digits()  # the job's split (seed 0, --limit 120), made here from the raw integers
+    _, pixels, _, labels = train_test_split(
+        digits.images[..., None], digits.target, test_size=0.5, stratify=digits.target, random_state=0
+    )
+    pixels, labels = pixels[:120].astype("float32"), labels[:120]
+    assert pixels.max() == 16 and np.all(pixels == np.round(pixels))
+    path = finished_run / "student.tflite"
+    assert keras_kd.export.evaluate_tflite(path, (pixels, labels)) == pytest.approx(report["tflite"]["accuracy"])
+    student = keras.saving.load_model(finished_run / "student.keras")
+    np.testing.assert_allclose(
+        keras_kd.export.predict_tflite(path, pixels), student.predict(pixels / 16, verbose=0), atol=1e-4
+    )  # logits: the Keras student's outputs, no softmax
+    contract = report["tflite"]
+    assert contract["input"]["dtype"] == "float32" and contract["input"]["shape"] == [-1, 8, 8, 1]
+    assert contract["input"]["range"] == [0, 16] and contract["input"]["scale"] == 1 / 16
+    assert contract["output"]["shape"] == [-1, 10] and contract["output"]["meaning"] == "logits"
+
+
+def test_labels_file_names_the_classes_in_order(finished_run):
+    assert (finished_run / "labels.txt").read_text() == "".join(f"{i}\n" for i in range(10))
+    assert read_report(finished_run)["files"]["labels"] == "labels.txt"
+
+
+def test_report_states_the_tflite_contract(finished_run):
+    markdown = (finished_run / "report.md").read_text()
+    section = markdown[markdown.index("## Using student.tflite") :]
+    for fragment in ("`float32`", "(batch, 8, 8, 1)", "raw pixels from 0 to 16", "logits", "softmax", "labels.txt"):
+        assert fragment in section, fragment
 
 
 def test_distill_prints_stages_and_table(tmp_path, capsys):
@@ -162,6 +199,8 @@ def test_distill_mnist_from_data_dir(tmp_path):
     assert status == 0
     report = read_report(output)
     assert report["data"]["input_shape"] == [28, 28, 1] and report["data"]["source"].startswith("local:")
+    # uint8 images: student.tflite takes 0..255 and divides by 255 itself.
+    assert report["tflite"]["input"]["range"] == [0, 255] and report["tflite"]["input"]["scale"] == 1 / 255
 
 
 def test_distill_a_tfds_dataset(tmp_path, monkeypatch):
@@ -173,6 +212,8 @@ def test_distill_a_tfds_dataset(tmp_path, monkeypatch):
     assert status == 0
     report = read_report(output)
     assert report["data"]["source"] == "tfds" and report["data"]["input_shape"] == [32, 32, 3]
+    assert (output / "labels.txt").read_text().splitlines() == datasets._CLASS_NAMES["cifar10"]
+    assert report["tflite"]["input"]["range"] == [0, 255]
 
 
 def test_offline_without_data_is_one_clear_error(tmp_path, monkeypatch, capsys):
@@ -341,3 +382,138 @@ def test_digits_defaults_and_the_teacher_epochs_rule():
     assert job.DistillConfig(epochs=20).teacher_epochs == 20
     assert job.DistillConfig(epochs=20, teacher_epochs=5).teacher_epochs == 5
     assert job.DistillConfig(dataset="mnist").method == "kd"
+
+
+def _imported_modules(command, env=None):
+    """Runs `command`; returns (result, the modules it imported), read from `-X importtime`."""
+    env = {**os.environ, **(env or {}), "PYTHONPROFILEIMPORTTIME": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    modules = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "keras_kd.cli" in modules, result.stderr[-2000:]  # the import log was read
+    return result, modules
+
+
+def test_help_and_methods_import_neither_keras_nor_tensorflow():
+    script = shutil.which("keras-kd", path=os.path.dirname(sys.executable))
+    for command in (
+        [script, "--help"],
+        [script, "distill", "--help"],
+        [script, "methods"],
+        [sys.executable, "-m", "keras_kd", "methods"],
+    ):
+        result, modules = _imported_modules(command, env={"KERAS_BACKEND": "tensorflow"})
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "usage: keras-kd" in result.stdout or "Hinton et al." in result.stdout
+        heavy = sorted(m for m in modules if m.split(".")[0] in ("tensorflow", "keras", "jax", "torch"))
+        assert not heavy, f"{command[1:]} imported {heavy[:5]}"
+
+
+def test_the_methods_catalog_is_what_the_recipes_say():
+    from keras_kd import catalog
+
+    methods, schemes = catalog.current()
+    # repr: the same values in the same order (the order of the printed constants).
+    assert repr(catalog.METHODS) == repr(methods), "keras_kd/catalog.py is stale: run python -m keras_kd.catalog"
+    assert repr(catalog.SCHEMES) == repr(schemes), "keras_kd/catalog.py is stale: run python -m keras_kd.catalog"
+
+
+def test_a_library_import_still_registers_every_class():
+    """Outside the command, `import keras_kd` imports the package whole, so
+    `keras.saving.load_model` finds its classes without another import."""
+    code = "import sys, keras_kd; print(sorted(m for m in ('keras_kd.distiller', 'keras_kd.losses') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "['keras_kd.distiller', 'keras_kd.losses']" in result.stdout, result.stderr
+
+
+def test_verbose_flag_and_setting():
+    parser = cli.build_parser()
+    assert parser.parse_args(["distill"]).verbose is None  # the config's "auto": one progress line per stage
+    assert parser.parse_args(["distill", "--verbose"]).verbose == 1  # Keras' own progress bars
+    assert parser.parse_args(["distill", "--verbose", "0"]).verbose == 0
+    assert parser.parse_args(["export", "m.keras", "--verbose"]).verbose is True
+    assert job.DistillConfig().verbose == "auto"
+    for bad in ("loud", 3, True):
+        with pytest.raises(ValueError, match="verbose"):
+            job.DistillConfig(verbose=bad)
+
+
+class _Stream:
+    def __init__(self, tty):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def _run_progress(stream, epochs, steps=3, **kwargs):
+    from keras_kd.progress import StageProgress
+
+    progress = StageProgress(stream=stream, **kwargs)
+    progress.set_params({"epochs": epochs, "steps": steps})
+    progress.on_train_begin()
+    for epoch in range(epochs):
+        progress.on_epoch_begin(epoch)
+        for step in range(steps):
+            progress.on_train_batch_end(step, {"loss": 1.0, "accuracy": 0.5, "kd_loss_weight": 1.0})
+        logs = {"accuracy": 0.5, "kd_loss": 0.25, "kd_loss_weight": 1.0, "loss": 1.0, "val_accuracy": 0.75}
+        progress.on_epoch_end(epoch, {**logs, "val_kd_loss": 0.3})
+    progress.on_train_end()
+    return stream.text
+
+
+def test_progress_when_piped_is_a_few_plain_lines():
+    text = _run_progress(_Stream(tty=False), epochs=25)
+    lines = text.splitlines()
+    # ceil(25 / 10) = every 3rd epoch, and the last.
+    assert [line.split()[1] for line in lines] == [f"{e}/25" for e in (3, 6, 9, 12, 15, 18, 21, 24, 25)]
+    assert "\r" not in text and "\x1b" not in text
+    assert lines[-1].startswith("      epoch 25/25  loss 1.0000  accuracy 0.5000  val_accuracy 0.7500  kd_loss 0.2500")
+    assert "weight" not in text and "val_kd_loss" not in text
+    assert len(_run_progress(_Stream(tty=False), epochs=4, every=1).splitlines()) == 4
+
+
+def test_progress_on_a_terminal_is_one_line_rewritten_in_place(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "72")
+    from keras_kd.progress import StageProgress
+
+    monkeypatch.setattr(StageProgress, "refresh_seconds", 0.0)  # draw every step
+    text = _run_progress(_Stream(tty=True), epochs=5)
+    assert text.count("\n") == 1 and text.endswith("\n") and "\x1b" not in text
+    draws = text.rstrip("\n").split("\r")[1:]
+    assert len(draws) == 5 * 3 + 5  # every step, then each epoch's end
+    assert "epoch 1/5  step 2/3  loss 1.0000" in draws[1]
+    assert all(len(draw.rstrip()) <= 71 for draw in draws)  # never wraps, so "\r" rewrites it
+    assert draws[-1].startswith("      epoch 5/5  loss 1.0000  accuracy 0.5000  val_accuracy 0.7500")
+
+
+def test_piped_distill_is_quiet(tmp_path):
+    """A redirected `keras-kd distill` at its default verbosity: no ANSI
+    escape or carriage return, a few epoch lines per stage, and none of
+    TensorFlow's C++ logs."""
+    script = shutil.which("keras-kd", path=os.path.dirname(sys.executable))
+    args = ["distill", "--epochs", "12", "--teacher-epochs", "1", "--limit", "120", "--student", "mlp_tiny"]
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [script, *args, "--output", str(tmp_path / "run")], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "\x1b" not in out and "\r" not in out
+    epochs, stage = {}, None
+    for line in out.splitlines():
+        if line.startswith("["):
+            stage = epochs.setdefault(line.split("]")[0][1:], [])
+        elif line.startswith("      epoch "):
+            stage.append(line.split()[1])
+    assert epochs["1/5"] == ["1/1"]
+    assert epochs["2/5"] == epochs["3/5"] == [f"{e}/12" for e in (2, 4, 6, 8, 10, 12)]
+    assert "distilled student" in out and len(out) < 6000
+    # TensorFlow's start-up, CUDA-probe and converter logs and TFLite's delegate notice.
+    for noise in ("absl::InitializeLog", "cuda", "cuInit", "XNNPACK", "oneDNN", "tf_tfl_flatbuffer"):
+        assert noise not in result.stderr, result.stderr[-2000:]

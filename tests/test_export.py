@@ -246,3 +246,44 @@ def test_full_disk_keeps_the_previous_tflite_file(student_and_data, tmp_path, mo
     assert (tmp_path / "s.tflite").read_bytes() == before  # the previous file, whole
     assert leftovers(tmp_path) == []
     assert export.evaluate_tflite(path, (x, y)) > 0.5
+
+
+def test_input_scale_puts_the_scaling_in_the_file(student_and_data, tmp_path):
+    student, x, y = student_and_data
+    pixels = np.round(x * 16)  # scikit-learn's raw digits, 0..16
+    assert pixels.max() == 16
+    path = export.to_tflite(student, tmp_path / "raw.tflite", input_scale=1 / 16)
+    expected = student.predict(x, verbose=0)
+    np.testing.assert_allclose(export.predict_tflite(path, pixels), expected, atol=1e-4)
+    assert export.evaluate_tflite(path, (pixels, y)) == float(np.mean(np.argmax(expected, -1) == y))
+    assert export.read_input_scale(path) == 1 / 16
+    contract = export.describe(path)
+    assert contract["input"]["dtype"] == "float32" and contract["input"]["shape"] == [-1, 8, 8, 1]
+    assert contract["input"]["scale"] == 1 / 16 and contract["output"]["shape"] == [-1, 10]
+    # compare() takes the Keras model's inputs and gives the file raw pixels.
+    assert export.compare(student, path, (x, y), repeats=1)["max_abs_difference"] < 1e-4
+
+
+def test_without_input_scale_the_file_takes_the_models_inputs(student_and_data, tmp_path):
+    student, x, _ = student_and_data
+    path = export.to_tflite(student, tmp_path / "plain.tflite")
+    assert export.read_input_scale(path) is None and export.describe(path)["input"]["scale"] is None
+    np.testing.assert_allclose(export.predict_tflite(path, x), student.predict(x, verbose=0), atol=1e-4)
+
+
+def test_int8_with_input_scale_calibrates_on_raw_pixels(student_and_data, tmp_path):
+    student, x, y = student_and_data
+    pixels = np.round(x * 16)
+    path = export.to_tflite(
+        student, tmp_path / "raw8.tflite", quantize="int8", representative_data=pixels, input_scale=1 / 16
+    )
+    expected = float(np.mean(np.argmax(student.predict(x, verbose=0), -1) == y))
+    assert export.evaluate_tflite(path, (pixels, y)) == pytest.approx(expected, abs=0.05)
+
+
+@pytest.mark.parametrize("scale", [0, -1.0, float("nan"), float("inf"), True, "1/16"])
+def test_bad_input_scale_fails_before_conversion(student_and_data, tmp_path, scale):
+    student, _, _ = student_and_data
+    with pytest.raises(ValueError, match="input_scale"):
+        export.to_tflite(student, tmp_path / "bad.tflite", input_scale=scale)
+    assert not (tmp_path / "bad.tflite").exists()

@@ -271,3 +271,101 @@ def test_non_finite_loss_is_one_line_but_bugs_keep_their_traceback(tmp_path, mon
     monkeypatch.setattr(backend, "is_tensorflow", lambda: False)
     assert cli.main(["export", str(tmp_path / "m.keras")]) == 2
     one_line_error(capsys, "needs the TensorFlow backend")
+
+
+# --------------------------------------------------------------------------- plots (issue 16)
+
+HISTORIES = {
+    "teacher": {"loss": [0.5, 0.1], "accuracy": [0.8, 0.99], "val_loss": [0.3, 0.2], "val_accuracy": [0.9, 0.97]},
+    "scratch": {"loss": [1.9, 0.6], "accuracy": [0.5, 0.9], "val_loss": [1.4, 0.6], "val_accuracy": [0.7, 0.9]},
+    "distilled": {  # `loss` is the weighted total with T^2-scaled terms, not comparable with a cross-entropy
+        "loss": [40.0, 20.0],
+        "student_loss": [1.7, 0.5],
+        "kd_loss": [30.0, 15.0],
+        "at_loss": [0.02, 0.01],
+        "accuracy": [0.5, 0.92],
+        "val_loss": [35.0, 18.0],
+        "val_student_loss": [1.3, 0.55],
+        "val_kd_loss": [25.0, 14.0],
+        "val_at_loss": [0.02, 0.01],
+        "val_accuracy": [0.7, 0.91],
+    },
+}
+
+
+def _drawn_figure(monkeypatch, draw):
+    """The figure `draw` makes, drawn, instead of saved."""
+    figures = []
+    monkeypatch.setattr(report, "_save_figure", lambda figure, path: figures.append(figure))
+    draw()
+    (figure,) = figures
+    figure.canvas.draw()
+    return figure
+
+
+def _overlap(a, b):
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_curves_compare_like_with_like_and_label_every_axis(monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+
+    figure = _drawn_figure(monkeypatch, lambda: report.plot_all({"histories": HISTORIES}, tmp_path))
+    try:
+        cross_entropy, terms, accuracy = figure.axes  # no empty panel
+        assert cross_entropy.get_title().startswith("cross-entropy") and terms.get_title().startswith("distillation")
+        curves = {axis: [list(line.get_ydata()) for line in axis.lines] for axis in figure.axes}
+        # The distilled student's supervised cross-entropy beside the others', not its weighted total.
+        assert [1.7, 0.5] in curves[cross_entropy] and [0.5, 0.1] in curves[cross_entropy]
+        assert [40.0, 20.0] not in curves[cross_entropy] and len(curves[cross_entropy]) == 6
+        assert [30.0, 15.0] in curves[terms] and [0.02, 0.01] in curves[terms] and len(curves[terms]) == 4
+        assert [92.0, 92.0] not in curves[accuracy] and [50.0, 92.0] in curves[accuracy]  # in percent
+        assert terms.get_yscale() == "log"  # terms three orders of magnitude apart
+        for axis in figure.axes:
+            assert axis.get_xlabel() == "epoch" and axis.get_ylabel()
+        # Legends sit outside every panel: the models' above them all, the terms' under their panel.
+        boxes = [axis.get_window_extent() for axis in figure.axes]
+        legends = [*figure.legends, terms.get_legend()]
+        assert cross_entropy.get_legend() is None and accuracy.get_legend() is None
+        for legend in legends:
+            assert not any(_overlap(legend.get_window_extent(), box) for box in boxes)
+        assert {text.get_text() for text in terms.get_legend().get_texts()} == {"kd_loss", "at_loss"}
+    finally:
+        plt.close(figure)
+
+
+def test_one_epoch_curves_are_visible(monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+
+    figure = _drawn_figure(monkeypatch, lambda: report.plot_curves({"teacher": {"loss": [1.0]}}, tmp_path / "c.png"))
+    try:
+        (axis,) = figure.axes
+        assert [line.get_marker() for line in axis.lines] == ["o"]
+    finally:
+        plt.close(figure)
+
+
+def test_size_plot_keeps_every_point_inside_and_writes_sizes_out(monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+
+    run = _report_dict()
+    run["models"] = {
+        "teacher": {"architecture": "cnn_large", "params": 94_634, "accuracy": 0.984},
+        "scratch": {"architecture": "mlp_small", "params": 4_810, "accuracy": 0.9717},
+        "distilled": {"architecture": "mlp_small", "params": 4_810, "accuracy": 0.9791},
+    }
+    figure = _drawn_figure(monkeypatch, lambda: report.plot_accuracy_vs_size(run, tmp_path / "s.png"))
+    try:
+        (axis,) = figure.axes
+        frame = axis.get_window_extent()
+        for points in axis.collections:
+            for x, y in points.get_offsets():
+                # The marker's centre and its whole extent (it is up to about 14 pixels wide) lie inside the frame.
+                px, py = axis.transData.transform((x, y))
+                assert frame.x0 + 10 < px < frame.x1 - 10 and frame.y0 + 10 < py < frame.y1 - 10, (x, y)
+        labels = [label.get_text() for label in axis.get_xticklabels() if label.get_text()]
+        assert "10,000" in labels and all("^" not in label for label in labels), labels
+        assert "parameters" in axis.get_xlabel() and axis.get_ylabel() == "test accuracy (%)"
+        assert not any(_overlap(legend.get_window_extent(), frame) for legend in figure.legends)
+    finally:
+        plt.close(figure)
