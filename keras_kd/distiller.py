@@ -18,6 +18,7 @@ from keras_kd.bound_term import BoundTerm, LoggedTerm
 from keras_kd.callbacks import TeacherCache, TerminateOnNonFiniteTerm, WeightScheduler
 from keras_kd.features import OUTPUT, FeatureExtractor, ensemble_logits, feature_keys, gather
 from keras_kd.losses.base import num_replicas, validate_positive
+from keras_kd.primary_output import PrimaryOutput
 from keras_kd.sample_index import split_index
 from keras_kd.term import Term
 
@@ -25,7 +26,7 @@ __all__ = ["Distiller", "ensemble_logits", "OUTPUT"]
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class Distiller(keras.Model):
+class Distiller(PrimaryOutput, keras.Model):
     """Distills a frozen `teacher` into `student` with one `fit()`.
 
     The step runs the teacher once (inference mode, outside the gradient,
@@ -150,7 +151,6 @@ class Distiller(keras.Model):
         self.augmentation = _validate_augmentation(augmentation)
         # Set by keras_kd.callbacks.TeacherCache for one `fit`: replays the teacher's features.
         self.teacher_cache = None
-        self._outputs_only = False
 
         teacher_keys = {key: set() for key in self.teachers}
         for term in self.terms:
@@ -460,29 +460,6 @@ class Distiller(keras.Model):
         and Keras building the compiled loss and metrics on its spec): a
         `compute_loss` override then has no features to read."""
         return not self._outputs_only
-
-    @contextlib.contextmanager
-    def _student_outputs(self):
-        """`call` returns the student's output only (predict, output specs)."""
-        previous, self._outputs_only = self._outputs_only, True
-        try:
-            yield
-        finally:
-            self._outputs_only = previous
-
-    def predict(self, *args, **kwargs):
-        with self._student_outputs():
-            return super().predict(*args, **kwargs)
-
-    def predict_on_batch(self, *args, **kwargs):
-        with self._student_outputs():
-            return super().predict_on_batch(*args, **kwargs)
-
-    def _symbolic_build(self, *args, **kwargs):
-        # Keras builds the compiled loss and metrics on the output spec of
-        # `call`: they compare the labels with the student's output.
-        with self._student_outputs():
-            return super()._symbolic_build(*args, **kwargs)
 
     def compile(self, optimizer="rmsprop", *args, **kwargs):
         """`keras.Model.compile`. With `stop_on_nan` (the default) the

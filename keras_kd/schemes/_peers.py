@@ -1,47 +1,15 @@
 """What the schemes that train several networks in one `fit()` share (deep
-mutual learning, filter grafting, self distillation): a model whose step
-reads every network's output while `predict` sees one, the peers'
-validation and their accuracy."""
-
-import contextlib
+mutual learning, filter grafting, self distillation): their
+regularization loss, the peers' validation and their accuracy (the
+`PrimaryOutput` mixin they share with the Distiller is in
+`keras_kd.primary_output`)."""
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_kd.losses.base import num_replicas
-
-
-class PrimaryOutput:
-    """Mixin for a `keras.Model` whose `call` returns every output of one
-    forward pass (what its `compute_loss` reads), while `predict`,
-    `predict_on_batch` and the output spec Keras builds the compiled loss and
-    metrics on see only its primary output: inside `_primary_output()`,
-    `call` returns that output alone (`_outputs_only` is True)."""
-
-    _outputs_only = False
-
-    @contextlib.contextmanager
-    def _primary_output(self):
-        previous, self._outputs_only = self._outputs_only, True
-        try:
-            yield
-        finally:
-            self._outputs_only = previous
-
-    def predict(self, *args, **kwargs):
-        with self._primary_output():
-            return super().predict(*args, **kwargs)
-
-    def predict_on_batch(self, *args, **kwargs):
-        with self._primary_output():
-            return super().predict_on_batch(*args, **kwargs)
-
-    def _symbolic_build(self, *args, **kwargs):
-        # Keras builds the compiled loss and metrics on the output spec of
-        # `call`: they compare the labels with the primary output.
-        with self._primary_output():
-            return super()._symbolic_build(*args, **kwargs)
+from keras_kd.primary_output import PrimaryOutput
 
 
 def regularization_loss(model):

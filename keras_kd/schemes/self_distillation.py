@@ -11,7 +11,8 @@ from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.losses.kd import KDLoss
 from keras_kd.models import feature_layers
 from keras_kd.models._layers import bn, conv
-from keras_kd.schemes._peers import PrimaryOutput, correct, regularization_loss
+from keras_kd.primary_output import PrimaryOutput
+from keras_kd.schemes._peers import correct, regularization_loss
 
 
 class _Exits:
