@@ -22,7 +22,7 @@ import math
 import keras
 from keras import ops
 
-from keras_kd.losses.base import validate_positive
+from keras_kd.validation import validate_positive
 
 __all__ = ["MixUp", "beta_ratio"]
 
@@ -146,7 +146,7 @@ class MixUp(keras.layers.Layer):
         for leaf in keras.tree.flatten(inputs):
             if not _is_floating(leaf):
                 raise ValueError(
-                    f"MixUp mixes floating inputs; received a tensor of dtype {leaf.dtype} "
+                    f"MixUp mixes floating inputs. Received: a tensor of dtype {leaf.dtype} "
                     f"(shape {tuple(leaf.shape)}). Cast images to float first."
                 )
         ratio, partner = mixing
@@ -157,7 +157,7 @@ class MixUp(keras.layers.Layer):
         for leaf in keras.tree.flatten(labels):
             if not _is_floating(leaf) or len(leaf.shape) < 2:
                 raise ValueError(
-                    f"MixUp mixes one-hot or soft labels (floating, rank >= 2); received labels of dtype "
+                    f"MixUp mixes one-hot or soft labels (floating, rank >= 2). Received: labels of dtype "
                     f"{leaf.dtype} and shape {tuple(leaf.shape)}. Give one-hot labels with a "
                     "CategoricalCrossentropy loss, or leave the labels out (student_loss_weight=0, as in "
                     "function matching)."

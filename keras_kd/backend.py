@@ -43,3 +43,15 @@ def no_grad():
 
         return torch.no_grad()
     return contextlib.nullcontext()
+
+
+def num_replicas():
+    """Replicas of the current `tf.distribute` strategy, as a float: Keras sums
+    replica gradients, so per-replica scalar losses are divided by it. 1 on
+    JAX and PyTorch, whose data parallelism computes the loss on the global
+    batch."""
+    if keras.backend.backend() != "tensorflow":
+        return 1.0
+    import tensorflow as tf
+
+    return float(tf.distribute.get_strategy().num_replicas_in_sync)

@@ -11,9 +11,9 @@ several terms or Distillers without them sharing a schedule.
 import keras
 from keras import ops
 
+from keras_kd.backend import num_replicas
 from keras_kd.connectors import make_connector
 from keras_kd.features import gather
-from keras_kd.losses.base import num_replicas
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

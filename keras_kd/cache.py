@@ -74,7 +74,7 @@ class FeatureCache:
         self.keys = [(teacher, key) for teacher in shapes for key in sorted(shapes[teacher])]
         flat = [shapes[teacher][key] for teacher, key in self.keys]
         if any(shape is None or None in shape[1:] for shape in flat):
-            raise ValueError(f"TeacherCache needs teacher features of static shape; received {shapes}.")
+            raise ValueError(f"TeacherCache needs teacher features of static shape. Received: {shapes}.")
         size = 4 * steps * batch_size * sum(int(np.prod(shape[1:])) for shape in flat)
         if size > budget_bytes:
             raise ValueError(

@@ -555,7 +555,7 @@ class TeacherCache(keras.callbacks.Callback):
         """Called by `Distiller.fit` before training: checks the data and
         allocates the cache (TensorFlow backend only)."""
         from keras_kd import backend, cache
-        from keras_kd.losses.base import num_replicas
+        from keras_kd.backend import num_replicas
 
         backend.require_tensorflow("TeacherCache (it replays features with tf.cond inside the step)")
         if num_replicas() > 1:

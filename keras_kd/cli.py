@@ -173,7 +173,8 @@ def _export(args):
     if args.quantize == "int8":
         if not args.dataset:
             raise ValueError("--quantize int8 calibrates on training inputs: give --dataset (and --data-dir).")
-        representative = _data(args).numpy("train")[0]
+        # The images to_tflite calibrates on (its num_calibration_samples), not the whole split.
+        representative = _data(args).numpy("train", count=200)[0]
     suffix = "" if args.quantize == "none" else f"_{args.quantize}"
     output = args.output or os.path.splitext(args.model)[0] + f"{suffix}.tflite"
     path = export.to_tflite(model, output, quantize=args.quantize, representative_data=representative)
@@ -296,10 +297,11 @@ def _is_user_error(error):
 
     from keras_kd import backend
     from keras_kd.datasets import DataUnavailableError
+    from keras_kd.extras import MissingExtraError
 
     if isinstance(error, (ValueError, OSError, zipfile.BadZipFile, yaml.YAMLError, FloatingPointError)):
         return True
-    if isinstance(error, DataUnavailableError):
+    if isinstance(error, (DataUnavailableError, MissingExtraError)):  # MissingExtraError: one line naming the extra
         return True
     # `backend.require_tensorflow` raises a plain RuntimeError of one clear sentence.
     frames = traceback.extract_tb(error.__traceback__)

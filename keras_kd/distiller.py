@@ -14,13 +14,14 @@ import keras
 from keras import ops
 
 from keras_kd import backend, label_checks
+from keras_kd.backend import num_replicas
 from keras_kd.bound_term import BoundTerm, LoggedTerm
 from keras_kd.callbacks import TeacherCache, TerminateOnNonFiniteTerm, WeightScheduler
 from keras_kd.features import OUTPUT, FeatureExtractor, ensemble_logits, feature_keys, gather
-from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.primary_output import PrimaryOutput
 from keras_kd.sample_index import split_index
 from keras_kd.term import Term
+from keras_kd.validation import validate_positive
 
 __all__ = ["Distiller", "ensemble_logits", "OUTPUT"]
 
@@ -625,7 +626,7 @@ def _check_index(term, index):
         )
     if len(index.shape) != 1:
         raise ValueError(
-            f"Term '{term.name}' needs one index per example (shape (batch,)); received shape "
+            f"Term '{term.name}' needs one index per example (shape (batch,)). Received: shape "
             f"{tuple(index.shape)}. Apply keras_kd.datasets.with_index before `batch`."
         )
 

@@ -411,8 +411,8 @@ def predict_tflite(path, x, batch_size=256):
     expected = _signature(input_detail)[1:]
     if x.ndim != len(expected) + 1 or any(e not in (-1, d) for e, d in zip(expected, x.shape[1:])):
         raise ValueError(
-            f"TFLite file {str(path)!r} takes inputs of shape {_shape_text(expected)} (without the batch axis); "
-            f"received inputs of shape {tuple(x.shape[1:])}."
+            f"TFLite file {str(path)!r} takes inputs of shape {_shape_text(expected)} (without the batch axis). "
+            f"Received: inputs of shape {tuple(x.shape[1:])}."
         )
     outputs = []
     for start in range(0, len(x), batch_size):
@@ -469,13 +469,13 @@ def evaluate_tflite(path, data, batch_size=256, num_classes=None):
     labels = y.reshape(-1)
     if len(labels) != len(x):
         raise ValueError(
-            f"evaluate_tflite needs one integer label per input: received {len(x)} inputs and labels of shape "
+            f"evaluate_tflite needs one integer label per input. Received: {len(x)} inputs and labels of shape "
             f"{tuple(y.shape)}."
         )
     if len(labels) and (labels.min() < 0 or labels.max() >= classes):
         raise ValueError(
-            f"Labels must lie in [0, {classes}) for TFLite file {str(path)!r}, which outputs {classes} classes; "
-            f"received labels from {labels.min()} to {labels.max()}."
+            f"Labels must lie in [0, {classes}) for TFLite file {str(path)!r}, which outputs {classes} classes. "
+            f"Received: labels from {labels.min()} to {labels.max()}."
         )
     predictions = predict_tflite(path, x, batch_size)
     return float(np.mean(np.argmax(predictions, axis=-1) == labels))

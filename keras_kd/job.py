@@ -540,7 +540,7 @@ def _export_stage(config, data, student, job, x_test, y_test):
 
     # The training split is read only for int8 calibration (on CIFAR it is about 600 MB of float32);
     # `to_tflite` calibrates on its first 200 examples.
-    representative = raw(data.numpy("train")[0][:200]) if config.quantize == "int8" else None
+    representative = raw(data.numpy("train", count=200)[0]) if config.quantize == "int8" else None
     path = export.to_tflite(
         student,
         job.folder / "student.tflite",
@@ -587,7 +587,8 @@ def _distill(config, data, teacher, student, loss, fit):
     returns (distiller, schedule callbacks, history)."""
     combination = build_terms(config, teacher, student, num_data=data.num_train)
     distiller = combination.distiller(teacher, student)
-    recipes.pretrain(distiller, data.numpy("train")[0])
+    if recipes.needs_pretraining(distiller):  # the whole training split in memory: only when needed
+        recipes.pretrain(distiller, data.numpy("train")[0])
     steps = int(np.ceil(data.num_train / config.batch_size))
     distiller.compile(_optimizer(config, steps, config.epochs), loss, metrics=["accuracy"])
     # CRD's memory is indexed by example: the same batches, carrying each example's position.

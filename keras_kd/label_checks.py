@@ -49,7 +49,7 @@ def check_labels(labels, num_classes, loss):
         )
     if name in _DENSE and (integer or labels.ndim < 2 or labels.shape[-1] != num_classes):
         raise ValueError(
-            f"The loss {name} expects one-hot or soft labels of {num_classes} classes per example; received "
+            f"The loss {name} expects one-hot or soft labels of {num_classes} classes per example. Received: "
             f"labels of shape {labels.shape} and dtype {labels.dtype}. Use SparseCategoricalCrossentropy for "
             "class ids."
         )

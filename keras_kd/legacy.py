@@ -35,18 +35,20 @@ import inspect
 
 import keras
 import tensorflow as tf
-import tf_keras
 from keras.src import tree
 
-from keras_kd import backend
+from keras_kd import backend, extras
+from keras_kd.backend import num_replicas
 from keras_kd.bound_term import term_value
 from keras_kd.distiller import _as_list, _unique_names
 from keras_kd.features import OUTPUT
 from keras_kd.features import FeatureExtractor as _Extractor
 from keras_kd.features import feature_keys as _keys
 from keras_kd.features import gather as _gather
-from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.term import Term
+from keras_kd.validation import validate_positive
+
+tf_keras = extras.require("tf_keras", "keras_kd.legacy (tf_keras students, for tensorflow-model-optimization)")
 
 WRAPPER_PREFIXES = ("", "quant_", "prune_low_magnitude_")
 BASE_LAYER_ARGUMENTS = {"name", "trainable", "dtype", "dynamic", "activity_regularizer", "autocast"}

@@ -20,15 +20,17 @@ import os
 
 import numpy as np
 
-from keras_kd import backend
+from keras_kd import backend, extras
+
+FEATURE = "Quantization- and pruning-aware distillation (tensorflow-model-optimization)"
 
 
 def require_legacy_keras():
     """Imports tfmot, or explains how to enable it (a clear error instead of
     tfmot's failure deep inside on a Keras 3 `tf.keras`)."""
-    backend.require_tensorflow("tensorflow-model-optimization (quantization- and pruning-aware training)")
+    backend.require_tensorflow(FEATURE)
+    tf_keras = extras.require("tf_keras", FEATURE)
     import tensorflow as tf
-    import tf_keras
 
     if tf.keras is not tf_keras and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         raise RuntimeError(
@@ -36,9 +38,7 @@ def require_legacy_keras():
             "variable TF_USE_LEGACY_KERAS=1 before TensorFlow is first imported (e.g. at the top of the script "
             "or in the shell), then convert the student with keras_kd.legacy.to_tf_keras."
         )
-    import tensorflow_model_optimization as tfmot
-
-    return tfmot
+    return extras.require("tensorflow_model_optimization", FEATURE)
 
 
 def _as_tf_keras(model):

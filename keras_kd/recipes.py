@@ -530,6 +530,12 @@ def _warmups(methods, terms, epochs=None):
     return warmups
 
 
+def needs_pretraining(distiller):
+    """True when `pretrain` has a stage to run for `distiller` (a factor-transfer
+    term), so a caller reads the training images only then."""
+    return any(isinstance(term.loss, losses.FactorTransferLoss) for term in distiller.bound_terms)
+
+
 def pretrain(distiller, x, epochs=10, batch_size=256):
     """Runs the first stage some methods need before the student trains.
 

@@ -3,7 +3,7 @@
 import keras
 
 from keras_kd.connectors import validate_connector
-from keras_kd.losses.base import validate_positive
+from keras_kd.validation import validate_positive
 
 
 def _layer_names(value, argument):

@@ -14,7 +14,9 @@ import tensorflow_datasets as tfds
 import yaml
 
 import keras_kd
-from keras_kd import cli, datasets, job, models, recipes
+from keras_kd import cli, job, models, recipes
+from keras_kd.datasets import tfds as tfds_source
+from keras_kd.datasets.data import CLASS_NAMES
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = ["--epochs", "1", "--limit", "120", "--verbose", "0"]
@@ -206,19 +208,19 @@ def test_distill_mnist_from_data_dir(tmp_path):
 def test_distill_a_tfds_dataset(tmp_path, monkeypatch):
     """The real tensorflow-datasets code path, offline, on mock data."""
     monkeypatch.delenv("KERAS_KD_DATA_DIR", raising=False)
-    monkeypatch.setattr(datasets, "_network_reachable", lambda: True)  # the mock makes the download a no-op
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda: True)  # the mock makes the download a no-op
     with tfds.testing.mock_data(num_examples=48):
         status, output = distill(tmp_path, "--dataset", "cifar10", "--teacher", "cnn_tiny", "--student", "cnn_tiny")
     assert status == 0
     report = read_report(output)
     assert report["data"]["source"] == "tfds" and report["data"]["input_shape"] == [32, 32, 3]
-    assert (output / "labels.txt").read_text().splitlines() == datasets._CLASS_NAMES["cifar10"]
+    assert (output / "labels.txt").read_text().splitlines() == CLASS_NAMES["cifar10"]
     assert report["tflite"]["input"]["range"] == [0, 255]
 
 
 def test_offline_without_data_is_one_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("KERAS_KD_DATA_DIR", raising=False)
-    monkeypatch.setattr(datasets, "_network_reachable", lambda: False)
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda: False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     assert distill(tmp_path, "--dataset", "kmnist")[0] == 2
     err = capsys.readouterr().err
@@ -517,3 +519,27 @@ def test_piped_distill_is_quiet(tmp_path):
     # TensorFlow's start-up, CUDA-probe and converter logs and TFLite's delegate notice.
     for noise in ("absl::InitializeLog", "cuda", "cuInit", "XNNPACK", "oneDNN", "tf_tfl_flatbuffer"):
         assert noise not in result.stderr, result.stderr[-2000:]
+
+
+def test_the_job_reads_the_training_split_as_arrays_only_when_a_stage_needs_it(tmp_path, monkeypatch):
+    """The training split as float32 arrays (600 MB on CIFAR) is read only for
+    factor transfer's pre-training (whole) and int8 calibration (its first
+    200 images); the default job reads none of it."""
+    from keras_kd.datasets.data import Data
+
+    reads = []
+    numpy = Data.numpy
+
+    def spy(self, split="test", count=None):
+        reads.append((split, count))
+        return numpy(self, split, count)
+
+    monkeypatch.setattr(Data, "numpy", spy)
+    status, _ = distill(tmp_path, name="default")
+    assert status == 0
+    assert reads and all(split == "test" for split, _ in reads), reads
+    reads.clear()
+    status, _ = distill(tmp_path, "--method", "ft", "--quantize", "int8", "--student", "cnn_small", name="ft")
+    assert status == 0
+    train_reads = [count for split, count in reads if split == "train"]
+    assert sorted(train_reads, key=str) == [200, None], reads

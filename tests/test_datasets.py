@@ -5,6 +5,8 @@ No test touches the network: `_network_reachable` fails the test unless a test
 sets it to a fixed answer."""
 
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,10 +15,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_kd import datasets
+from keras_kd import datasets, extras
+from keras_kd.datasets import tfds as tfds_source
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-REAL_CHECK = datasets._network_reachable
+REAL_CHECK = tfds_source._network_reachable
 
 
 def _unexpected_check():
@@ -34,7 +37,7 @@ def _shared(file):
 def _offline(monkeypatch):
     """No data folder from the environment, and no connectivity check unless a test allows it."""
     monkeypatch.delenv(datasets.ENV_VAR, raising=False)
-    monkeypatch.setattr(datasets, "_network_reachable", _unexpected_check)
+    monkeypatch.setattr(tfds_source, "_network_reachable", _unexpected_check)
 
 
 def epoch(ds):
@@ -223,7 +226,7 @@ def test_real_cifar10_jpeg_npz():
     "name, shape, first_class", [("mnist", (28, 28, 1), "0"), ("cifar10", (32, 32, 3), "airplane")]
 )
 def test_tfds_mock(name, shape, first_class, monkeypatch):
-    monkeypatch.setattr(datasets, "_network_reachable", lambda: True)  # the mock makes the download a no-op
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda: True)  # the mock makes the download a no-op
     with tfds.testing.mock_data(num_examples=12):
         data = datasets.load(name, batch_size=5, augment=True)
         limited = datasets.load(name, batch_size=5, limit=7)
@@ -288,7 +291,7 @@ def test_missing_importlib_resources_is_explained(monkeypatch):
         raise ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download_and_prepare)
-    monkeypatch.setattr(datasets, "_network_reachable", lambda: True)
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda: True)
     with pytest.raises(ImportError, match="pip install importlib_resources"):
         datasets.load("kmnist")
 
@@ -296,7 +299,7 @@ def test_missing_importlib_resources_is_explained(monkeypatch):
 def test_offline_without_a_local_copy_raises_one_clear_error(monkeypatch, tmp_path):
     if tfds.builder("kmnist").is_prepared():
         pytest.skip("kmnist is prepared in this machine's tensorflow-datasets folder")
-    monkeypatch.setattr(datasets, "_network_reachable", lambda: False)
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda: False)
     monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path))  # a data folder without kmnist: on to tfds
     start = time.perf_counter()
     with pytest.raises(datasets.DataUnavailableError) as error:
@@ -306,7 +309,7 @@ def test_offline_without_a_local_copy_raises_one_clear_error(monkeypatch, tmp_pa
     for part in ("--data-dir", "KERAS_KD_DATA_DIR", "kmnist.npz", "x_train, y_train, x_test, y_test", "network"):
         assert part in str(error.value)
     assert str(tmp_path) in str(error.value)
-    monkeypatch.setattr(datasets, "_network_reachable", _unexpected_check)  # download=False: no check at all
+    monkeypatch.setattr(tfds_source, "_network_reachable", _unexpected_check)  # download=False: no check at all
     with pytest.raises(datasets.DataUnavailableError, match="download=False"):
         datasets.load("kmnist", download=False)
 
@@ -315,7 +318,7 @@ def test_connectivity_check_answers_quickly(monkeypatch):
     with socket.socket() as probe:  # a local port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setattr(datasets, "NETWORK_CHECK", ("127.0.0.1", port, 1.0))
+    monkeypatch.setattr(tfds_source, "NETWORK_CHECK", ("127.0.0.1", port, 1.0))
     start = time.perf_counter()
     assert REAL_CHECK() is False
     assert time.perf_counter() - start < 2.0
@@ -333,17 +336,46 @@ def test_non_image_dataset_is_rejected_from_metadata_alone():
         datasets.load("imdb_reviews")  # metadata only: no download, no connectivity check
 
 
+# --------------------------------------------------------------------------- without tensorflow-datasets
+
+
+def test_without_tensorflow_datasets_only_its_names_need_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # `import tensorflow_datasets` now fails
+    with pytest.raises(extras.MissingExtraError) as error:
+        datasets.load("cifar10")
+    message = str(error.value)
+    assert error.value.name == "tensorflow_datasets"
+    assert "keras_kd.datasets.load('cifar10')" in message and 'pip install "keras-kd[datasets]"' in message
+    assert datasets.load("digits", limit=10).num_train == 10
+    write_npz(tmp_path, "toy")
+    assert datasets.load("toy", data_dir=tmp_path).source.startswith("local:")
+    with pytest.raises(FileNotFoundError, match=r"no_data\.npz.*keras-kd\[datasets\]"):  # could be a tfds folder
+        datasets.load("no_data", data_dir=tmp_path)
+    x = np.zeros((4, 8, 8), np.uint8)
+    files = datasets.write_tfrecords(x, np.arange(4) % 2, tmp_path / "records")
+    assert datasets.from_tfrecords(files, files, (8, 8, 1), 2).numpy("test")[0].shape == (4, 8, 8, 1)
+
+
+def test_importing_the_package_does_not_import_tensorflow_datasets():
+    code = (
+        "import sys; import keras_kd.datasets as d; d.load('digits', limit=10); "
+        "assert 'tensorflow_datasets' not in sys.modules, 'imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------- arguments
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ({"batch_size": 0}, "`batch_size` must be a positive integer. Received: batch_size=0"),
         ({"batch_size": 2.5}, "batch_size"),
         ({"batch_size": "64"}, "batch_size"),
         ({"batch_size": True}, "batch_size"),
-        ({"limit": 0}, "limit must be a positive integer or None, got 0"),
+        ({"limit": 0}, "`limit` must be a positive integer or None. Received: limit=0"),
         ({"limit": -3}, "limit"),
         ({"limit": 1.5}, "limit"),
         ({"seed": -1}, "seed"),
@@ -358,5 +390,22 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_bad_split():
-    with pytest.raises(ValueError, match="split must be one of"):
+    with pytest.raises(ValueError, match="`split` must be one of.*Received: split='validation'"):
         datasets.load("digits", limit=10).numpy("validation")
+
+
+def test_numpy_count_returns_the_first_examples_of_every_source(tmp_path):
+    digits = datasets.load("digits", batch_size=32)
+    x, y = digits.numpy("train")
+    x_first, y_first = digits.numpy("train", count=50)
+    np.testing.assert_array_equal(x_first, x[:50])
+    np.testing.assert_array_equal(y_first, y[:50])
+    paths = datasets.write_tfrecords((x[:70] * 16).astype("uint8"), y[:70], str(tmp_path / "d"), num_shards=2)
+    streamed = datasets.from_tfrecords(paths, paths, (8, 8, 1), 10, batch_size=16)
+    x_all, y_all = streamed.numpy("test")
+    x_some, y_some = streamed.numpy("test", count=20)  # a batch and a part of the next
+    assert x_some.shape == (20, 8, 8, 1)
+    np.testing.assert_array_equal(x_some, x_all[:20])
+    np.testing.assert_array_equal(y_some, y_all[:20])
+    with pytest.raises(ValueError, match=r"`count` must be a positive integer or None. Received: count=0"):
+        digits.numpy("train", count=0)

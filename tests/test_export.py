@@ -180,7 +180,7 @@ def test_evaluate_checks_input_shape_and_classes(student_and_data, tmp_path):
     student, x, y = student_and_data
     path = export.to_tflite(student, tmp_path / "s.tflite")
     mnist_like = np.zeros((4, 28, 28, 1), "float32")
-    with pytest.raises(ValueError, match=r"takes inputs of shape \(8, 8, 1\).*received inputs of shape \(28, 28, 1\)"):
+    with pytest.raises(ValueError, match=r"takes inputs of shape \(8, 8, 1\).*Received: inputs of shape \(28, 28, 1\)"):
         export.evaluate_tflite(path, (mnist_like, np.zeros(4, "int32")))
     with pytest.raises(ValueError, match="outputs 10 classes, but the data have 3 classes"):
         export.evaluate_tflite(path, (x, y % 3), num_classes=3)

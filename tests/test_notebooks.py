@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "examples" / "notebooks"
 TINY = {
     "quickstart.ipynb": 'DATASET = "digits"\nDATA_DIR = None\nTEACHER, STUDENT = "cnn_small", "mlp_tiny"\n'
-    "EPOCHS = 1\nTEMPERATURE = 1.0\nLIMIT = 100",
+    "TEACHER_EPOCHS, EPOCHS = 1, 1\nTEMPERATURE = 1.0\nLIMIT = 100",
     "method_comparison.ipynb": 'DATASET = "digits"\nDATA_DIR = None\nTEACHER, STUDENT = "cnn_small", "cnn_tiny"\n'
     'METHODS = ["kd", "at", "crd"]\nEPOCHS = 1\nLIMIT = 100',
 }
@@ -20,7 +20,7 @@ def test_every_notebook_has_a_tiny_setting():
     assert {path.name for path in NOTEBOOKS.glob("*.ipynb")} == set(TINY)
 
 
-def _outputs(notebook):
+def outputs_text(notebook):
     text = []
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
@@ -38,7 +38,7 @@ def test_notebook_executes(name, tmp_path):
     NotebookClient(
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
-    outputs = _outputs(notebook)
+    outputs = outputs_text(notebook)
     images = sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
     assert images >= 1
     if name == "quickstart.ipynb":

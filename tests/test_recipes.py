@@ -180,13 +180,16 @@ def test_pretrain_fits_factor_transfer_paraphrasers_only(digits):
     )
     teacher_before = [w.copy() for w in teacher.get_weights()]
     student_before = [w.copy() for w in student.get_weights()]
+    assert recipes.needs_pretraining(distiller)
     history = recipes.pretrain(distiller, images, epochs=6, batch_size=48)  # 3 chunks, one partial
     assert list(history) == [distiller.terms[0].name]
     losses = history[distiller.terms[0].name]
     assert len(losses) == 6 and losses[-1] < losses[0]
     for before, after in zip(teacher_before + student_before, teacher.get_weights() + student.get_weights()):
         np.testing.assert_array_equal(before, after)
-    assert recipes.pretrain(recipes.distiller("kd", teacher, cnn(4, "s2")), images) == {}
+    kd = recipes.distiller("kd", teacher, cnn(4, "s2"))
+    assert not recipes.needs_pretraining(kd)
+    assert recipes.pretrain(kd, images) == {}
 
 
 @pytest.mark.parametrize("name", recipes.scheme_names())

@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 
 import keras_kd
 from keras_kd import datasets
+from keras_kd.datasets import tfds as tfds_source
 from keras_kd.sample_index import INDEX_KEY, INPUTS_KEY, split_index, with_index
 
 X = np.arange(5 * 3, dtype="float32").reshape(5, 3)
@@ -17,7 +18,7 @@ Y = np.arange(5, dtype="int32") % 2
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.delenv(datasets.ENV_VAR, raising=False)
-    monkeypatch.setattr(datasets, "_network_reachable", lambda: True)  # only the tfds mock "downloads"
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda: True)  # only the tfds mock "downloads"
 
 
 def test_reexported_from_datasets():

@@ -13,6 +13,8 @@ from sklearn.datasets import load_digits
 
 import keras_kd
 from keras_kd import datasets
+from keras_kd.datasets import tfds as tfds_source
+from keras_kd.datasets import tfrecord
 from keras_kd.losses import KDLoss
 
 N_TRAIN = 900  # digits 0..899 train (3 files), 900..1796 test (2 files)
@@ -21,7 +23,7 @@ N_TRAIN = 900  # digits 0..899 train (3 files), 900..1796 test (2 files)
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.delenv(datasets.ENV_VAR, raising=False)
-    monkeypatch.setattr(datasets, "_network_reachable", lambda: True)  # tfds mocks make the download a no-op
+    monkeypatch.setattr(tfds_source, "_network_reachable", lambda: True)  # tfds mocks make the download a no-op
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +199,7 @@ def test_tfrecord_pipelines_have_no_cache_and_a_bounded_shuffle_buffer(shards, m
     assert sorted(buffers) == [3, 64]  # the 3 file names, then 64 records (of 900)
     assert caches_and_shuffle_buffers(data.test) == ([], [])
 
-    monkeypatch.setattr(datasets, "MEMORY_BUDGET", 100 * 64)  # 100 images of 8x8x1 bytes
+    monkeypatch.setattr(tfrecord, "MEMORY_BUDGET", 100 * 64)  # 100 images of 8x8x1 bytes
     default = datasets.from_tfrecords(train, test, (8, 8, 1), 10)
     assert max(caches_and_shuffle_buffers(default.train)[1]) == 100
 
@@ -205,7 +207,7 @@ def test_tfrecord_pipelines_have_no_cache_and_a_bounded_shuffle_buffer(shards, m
 def test_tfds_split_over_the_budget_is_streamed(monkeypatch):
     with tfds.testing.mock_data(num_examples=1100):
         cached = datasets.load("mnist", batch_size=256)
-        monkeypatch.setattr(datasets, "MEMORY_BUDGET", 1)
+        monkeypatch.setattr(tfds_source, "MEMORY_BUDGET", 1)
         streamed = datasets.load("mnist", batch_size=256)
         labels = epoch(streamed.train)[1]
     assert caches_and_shuffle_buffers(cached.train)[0], "the check must see the cache of a small split"
@@ -295,15 +297,15 @@ def test_wrong_shape_is_reported_before_training(shards, shape, match):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ({"batch_size": 0}, "`batch_size` must be a positive integer. Received: batch_size=0"),
         ({"seed": -1}, "seed"),
-        ({"num_classes": 0}, "num_classes must be a positive integer, got 0"),
-        ({"class_names": ["a", "b"]}, "class_names must list num_classes = 10 names"),
-        ({"shuffle_buffer": 0}, "shuffle_buffer must be a positive integer or None, got 0"),
-        ({"image_format": "gif"}, "image_format must be 'auto', 'encoded' or 'raw', got 'gif'"),
+        ({"num_classes": 0}, "`num_classes` must be a positive integer. Received: num_classes=0"),
+        ({"class_names": ["a", "b"]}, "`class_names` must list num_classes = 10 names"),
+        ({"shuffle_buffer": 0}, "`shuffle_buffer` must be a positive integer or None. Received: shuffle_buffer=0"),
+        ({"image_format": "gif"}, "`image_format` must be 'auto', 'encoded' or 'raw'. Received: image_format='gif'"),
         ({"image_key": "pixels"}, "image_key='pixels'"),
-        ({"train_files": []}, "train_files must name at least one file"),
-        ({"train_files": 3}, "train_files must be a path, a glob pattern or a list of them, got 3"),
+        ({"train_files": []}, "`train_files` must name at least one file. Received: train_files="),
+        ({"train_files": 3}, "`train_files` must be a path, a glob pattern or a list of them. Received: train_files=3"),
     ],
 )
 def test_bad_arguments(shards, kwargs, match):
@@ -329,13 +331,13 @@ def test_wrong_format_and_labels_out_of_range(tmp_path, digits_uint8):
 @pytest.mark.parametrize(
     "images, labels, kwargs, match",
     [
-        (np.zeros((4, 8, 8), np.float32), np.zeros(4, int), {}, "images must be uint8, got dtype float32"),
+        (np.zeros((4, 8, 8), np.float32), np.zeros(4, int), {}, "`images` must be uint8.*images.dtype='float32'"),
         (np.zeros((4, 8), np.uint8), np.zeros(4, int), {}, r"\(N, H, W\) or \(N, H, W, C\)"),
-        (np.zeros((4, 8, 8), np.uint8), np.zeros(3, int), {}, "N = 4 images, got shape"),
-        (np.zeros((4, 8, 8), np.uint8), np.full(4, 0.5), {}, "labels must be integers"),
-        (np.zeros((4, 8, 8), np.uint8), np.full(4, -1), {}, "labels must be >= 0"),
+        (np.zeros((4, 8, 8), np.uint8), np.zeros(3, int), {}, r"N = 4 images. Received: labels.shape=\(3,\)"),
+        (np.zeros((4, 8, 8), np.uint8), np.full(4, 0.5), {}, "`labels` must be integers. Received: labels.dtype="),
+        (np.zeros((4, 8, 8), np.uint8), np.full(4, -1), {}, "`labels` must be >= 0. Received: min"),
         (np.zeros((4, 8, 8), np.uint8), np.zeros(4, int), {"num_shards": 5}, "from 1 to the number of images"),
-        (np.zeros((4, 8, 8), np.uint8), np.zeros(4, int), {"image_format": "webp"}, "image_format must be one of"),
+        (np.zeros((4, 8, 8), np.uint8), np.zeros(4, int), {"image_format": "webp"}, "`image_format` must be one of"),
         (np.zeros((4, 8, 8, 2), np.uint8), np.zeros(4, int), {}, "use image_format='raw'"),
     ],
 )

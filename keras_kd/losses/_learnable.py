@@ -20,16 +20,9 @@ def check_rebuild_shapes(loss, built, teacher_shape, student_shape):
     if built_shapes != (tuple(teacher_shape)[1:], tuple(student_shape)[1:]):
         raise ValueError(
             f"{type(loss).__name__} was built for teacher shape {built[0]} and "
-            f"student shape {built[1]}; received teacher shape {teacher_shape} "
+            f"student shape {built[1]}. Received: teacher shape {teacher_shape} "
             f"and student shape {student_shape}."
         )
-
-
-def validate_positive_int(name, value):
-    """Raise `ValueError` unless `value` is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return int(value)
 
 
 class LearnableLoss(DistillationLoss):

@@ -4,7 +4,8 @@ Formed by Hidden Neurons", AAAI 2019."""
 import keras
 from keras import ops
 
-from keras_kd.losses.base import DistillationLoss, flatten, validate_positive
+from keras_kd.losses.base import DistillationLoss, flatten
+from keras_kd.validation import validate_positive
 
 # The reference implementations divide the summed loss by 1000 (a fixed
 # rescaling of the magnitude, not part of the paper's formula).
@@ -56,7 +57,7 @@ class ABLoss(DistillationLoss):
         if len(teacher_shape) < 2 or tuple(teacher_shape[1:]) != tuple(student_shape[1:]):
             raise ValueError(
                 "ABLoss compares pre-activations neuron by neuron, so teacher and "
-                f"student must have the same shape; received teacher shape "
+                f"student must have the same shape. Received: teacher shape "
                 f"{teacher_shape} and student shape {student_shape}. Give the "
                 "term a connector mapping the student to the teacher's shape: "
                 "connector='conv1x1' (conv + BN, as the reference) for channels, "

@@ -3,13 +3,8 @@
 import keras
 from keras import ops
 
-from keras_kd.losses.base import (
-    DistillationLoss,
-    l2_normalize,
-    match_spatial,
-    require_rank,
-    validate_positive,
-)
+from keras_kd.losses.base import DistillationLoss, l2_normalize, match_spatial, require_rank
+from keras_kd.validation import validate_positive
 
 # F.normalize's floor on the norm.
 _EPS = 1e-12

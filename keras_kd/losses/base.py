@@ -18,8 +18,9 @@ features are cast up before any softmax or norm.
 import re
 
 import keras
-import numpy as np
 from keras import ops
+
+from keras_kd.backend import num_replicas
 
 
 def snake_case(name):
@@ -119,7 +120,7 @@ class DistillationLoss(keras.losses.Loss):
             expected = self.num_maps or "a list of one or more"
             raise ValueError(
                 f"{type(self).__name__} takes {expected} feature maps per "
-                f"network; received {type(features).__name__} "
+                f"network. Received: {type(features).__name__} "
                 f"of length {len(features) if is_list else 1}."
             )
         return tuple(ops.convert_to_tensor(f, dtype=self.dtype) for f in features)
@@ -128,39 +129,10 @@ class DistillationLoss(keras.losses.Loss):
         return {"name": self.name, "reduction": self.reduction, "dtype": self.dtype}
 
 
-def num_replicas():
-    """Replicas of the current `tf.distribute` strategy, as a float: Keras sums
-    replica gradients, so per-replica scalar losses are divided by it. 1 on
-    JAX and PyTorch, whose data parallelism computes the loss on the global
-    batch."""
-    if keras.backend.backend() != "tensorflow":
-        return 1.0
-    import tensorflow as tf
-
-    return float(tf.distribute.get_strategy().num_replicas_in_sync)
-
-
-def is_int(value):
-    """True for a Python or NumPy integer that is not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _shapes(structure):
     if isinstance(structure, (list, tuple)):
         return tuple(_shapes(s) for s in structure)
     return tuple(structure.shape)
-
-
-def validate_positive(name, value, allow_zero=False):
-    """Raise `ValueError` unless `value` is a finite positive (or >= 0) number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}")
-    if not np.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be {bound}. Received: {name}={value!r}")
-    return float(value)
 
 
 def require_rank(loss, teacher_shape, student_shape, ranks):
@@ -169,7 +141,7 @@ def require_rank(loss, teacher_shape, student_shape, ranks):
         if len(shape) not in ranks:
             raise ValueError(
                 f"{type(loss).__name__} expects {side} features of rank "
-                f"{' or '.join(map(str, ranks))} (batch included); received "
+                f"{' or '.join(map(str, ranks))} (batch included). Received: "
                 f"teacher shape {teacher_shape} and student shape {student_shape}."
             )
 

@@ -5,16 +5,9 @@ import math
 import keras
 from keras import ops
 
-from keras_kd.losses._learnable import (
-    LearnableLoss,
-    torch_default_init,
-    validate_positive_int,
-)
-from keras_kd.losses.base import (
-    flatten,
-    l2_normalize,
-    validate_positive,
-)
+from keras_kd.losses._learnable import LearnableLoss, torch_default_init
+from keras_kd.losses.base import flatten, l2_normalize
+from keras_kd.validation import validate_positive, validate_positive_int
 
 EPS = 1e-7  # the reference's `eps` in ContrastLoss
 
@@ -191,7 +184,7 @@ class CRDLoss(LearnableLoss):
             if len(shape) < 2 or any(d is None for d in shape[1:]):
                 raise ValueError(
                     f"CRDLoss embeds flattened features, so the {side} features need a "
-                    "batch dimension and known feature dimensions; received teacher "
+                    "batch dimension and known feature dimensions. Received: teacher "
                     f"shape {teacher_shape} and student shape {student_shape}."
                 )
         batches = {teacher_shape[0], student_shape[0]} - {None}

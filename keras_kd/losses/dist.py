@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from keras_kd.losses.base import DistillationLoss, validate_positive
+from keras_kd.losses.base import DistillationLoss
+from keras_kd.validation import validate_positive
 
 # Added to the product of norms in the cosine similarity, as in the reference.
 _EPSILON = 1e-8
@@ -92,7 +93,7 @@ class DISTLoss(DistillationLoss):
             raise ValueError(
                 "DISTLoss correlates class distributions example by example and "
                 "class by class, so teacher and student logits must have the "
-                f"same shape (batch, ..., K); received teacher shape "
+                f"same shape (batch, ..., K). Received: teacher shape "
                 f"{teacher_shape} and student shape {student_shape}."
             )
 

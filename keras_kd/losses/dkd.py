@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from keras_kd.losses.base import DistillationLoss, validate_positive
+from keras_kd.losses.base import DistillationLoss
+from keras_kd.validation import validate_positive
 
 # The reference (mdistiller) removes the target class from the non-target
 # softmax by subtracting this from the scaled logits.
@@ -89,8 +90,8 @@ class DKDLoss(DistillationLoss):
         ):
             raise ValueError(
                 "DKDLoss compares class distributions: it expects teacher and "
-                "student logits of shape (batch, K) with the same K >= 2; "
-                f"received teacher shape {teacher_shape} and student shape "
+                "student logits of shape (batch, K) with the same K >= 2. "
+                f"Received: teacher shape {teacher_shape} and student shape "
                 f"{student_shape}."
             )
 
@@ -103,8 +104,8 @@ class DKDLoss(DistillationLoss):
         else:
             raise ValueError(
                 "DKDLoss expects labels as class ids of shape (batch,) or "
-                f"(batch, 1), or one-hot of shape (batch, {num_classes}); "
-                f"received labels of shape {shape}."
+                f"(batch, 1), or one-hot of shape (batch, {num_classes}). "
+                f"Received: labels of shape {shape}."
             )
         # Keras hands labels over as float32; one_hot wants integers.
         class_ids = ops.cast(ops.round(ops.cast(class_ids, "float32")), "int32")

@@ -7,18 +7,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_kd.losses._learnable import (
-    LearnableLoss,
-    torch_default_init,
-    validate_positive_int,
-)
-from keras_kd.losses.base import (
-    flatten,
-    l2_normalize,
-    match_spatial,
-    require_rank,
-    validate_positive,
-)
+from keras_kd.losses._learnable import LearnableLoss, torch_default_init
+from keras_kd.losses.base import flatten, l2_normalize, match_spatial, require_rank
+from keras_kd.validation import validate_positive, validate_positive_int
 
 NEGATIVE_SLOPE = 0.1  # LeakyReLU slope of the reference's paraphraser and translator
 
@@ -263,7 +254,7 @@ class FactorTransferLoss(LearnableLoss):
         if teacher_shape[-1] is None or student_shape[-1] is None:
             raise ValueError(
                 "FactorTransferLoss needs known channel counts to build its paraphraser "
-                f"and translator; received teacher shape {teacher_shape} and student "
+                f"and translator. Received: teacher shape {teacher_shape} and student "
                 f"shape {student_shape}."
             )
         if factor_channels(teacher_shape[-1], self.rate) < 1:
@@ -373,7 +364,7 @@ def pretrain_paraphraser(
         feature_shape = (None,) + features.shape[1:]
     if len(feature_shape) != 4:
         raise ValueError(
-            "pretrain_paraphraser expects (N, H, W, C) teacher features; received "
+            "pretrain_paraphraser expects (N, H, W, C) teacher features. Received: "
             f"batches of shape {feature_shape}."
         )
     if not paraphraser.built:

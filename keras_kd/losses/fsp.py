@@ -49,8 +49,8 @@ class FSPLoss(DistillationLoss):
                 not isinstance(s, (list, tuple)) or len(s) != 4 for s in shapes
             ):
                 raise ValueError(
-                    "FSPLoss expects a pair of (B, H, W, C) maps per network; "
-                    f"received {side} shapes {shapes} (teacher shapes "
+                    "FSPLoss expects a pair of (B, H, W, C) maps per network. "
+                    f"Received: {side} shapes {shapes} (teacher shapes "
                     f"{teacher_shape}, student shapes {student_shape})."
                 )
         for index, label in enumerate("ab"):

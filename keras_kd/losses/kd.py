@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from keras_kd.losses.base import DistillationLoss, validate_positive
+from keras_kd.losses.base import DistillationLoss
+from keras_kd.validation import validate_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

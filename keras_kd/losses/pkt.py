@@ -5,7 +5,8 @@ import keras
 from keras import ops
 
 from keras_kd.losses._relational import check_relational_shapes
-from keras_kd.losses.base import DistillationLoss, flatten, validate_positive
+from keras_kd.losses.base import DistillationLoss, flatten
+from keras_kd.validation import validate_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

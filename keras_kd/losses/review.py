@@ -5,8 +5,9 @@ import math
 import keras
 from keras import ops
 
-from keras_kd.losses._learnable import LearnableLoss, torch_default_init, validate_positive_int
-from keras_kd.losses.base import adaptive_avg_pool, is_int
+from keras_kd.losses._learnable import LearnableLoss, torch_default_init
+from keras_kd.losses.base import adaptive_avg_pool
+from keras_kd.validation import is_int, validate_positive_int
 
 HCL_LEVELS = (4, 2, 1)  # the reference's pooled sizes, each weighted half the previous one
 MAX_MID_CHANNELS = 512  # the reference's mid_channel = min(512, channels of the deepest student feature)
@@ -285,17 +286,17 @@ class ReviewKDLoss(LearnableLoss):
         if not is_list or not all(isinstance(s, (list, tuple)) for s in shapes):
             raise ValueError(
                 f"ReviewKDLoss takes a list of features per network, one per stage (give "
-                f"Term(teacher_layer=[...], student_layer=[...])); received {side} shape {shapes}."
+                f"Term(teacher_layer=[...], student_layer=[...])). Received: {side} shape {shapes}."
             )
         for shape in shapes:
             if len(shape) not in (2, 4):
                 raise ValueError(
-                    f"ReviewKDLoss expects (B, H, W, C) maps or (B, C) vectors; received a {side} feature of "
+                    f"ReviewKDLoss expects (B, H, W, C) maps or (B, C) vectors. Received: a {side} feature of "
                     f"shape {tuple(shape)} (teacher shapes {teacher_shape}, student shapes {student_shape})."
                 )
             if any(dim is None for dim in tuple(shape)[1:]):
                 raise ValueError(
-                    f"ReviewKDLoss needs known spatial sizes and channels; received a {side} feature of shape "
+                    f"ReviewKDLoss needs known spatial sizes and channels. Received: a {side} feature of shape "
                     f"{tuple(shape)} (teacher shapes {teacher_shape}, student shapes {student_shape})."
                 )
         return [_as_map_shape(shape) for shape in shapes]
@@ -305,8 +306,9 @@ class ReviewKDLoss(LearnableLoss):
         student = self._map_shapes("student", student_shape, teacher_shape, student_shape)
         if len(teacher) != len(student):
             raise ValueError(
-                f"ReviewKDLoss compares stage by stage, but got {len(teacher)} teacher and {len(student)} "
-                f"student features (teacher shapes {teacher_shape}, student shapes {student_shape})."
+                "ReviewKDLoss compares stage by stage and needs as many student features as teacher features. "
+                f"Received: {len(teacher)} teacher and {len(student)} student features "
+                f"(teacher shapes {teacher_shape}, student shapes {student_shape})."
             )
         for i, (t, s) in enumerate(zip(teacher, student)):
             if t[1:3] != s[1:3]:
@@ -333,7 +335,7 @@ class ReviewKDLoss(LearnableLoss):
             if _without_batch(shapes) != _without_batch(self._shapes):
                 raise ValueError(
                     f"ReviewKDLoss was built for teacher shapes {self._shapes[0]} and student shapes "
-                    f"{self._shapes[1]}; received teacher shapes {shapes[0]} and student shapes {shapes[1]}."
+                    f"{self._shapes[1]}. Received: teacher shapes {shapes[0]} and student shapes {shapes[1]}."
                 )
             return
         self._layer = self.make_layer(*shapes)

@@ -4,12 +4,8 @@ import keras
 from keras import ops
 
 from keras_kd.losses._relational import check_relational_shapes
-from keras_kd.losses.base import (
-    DistillationLoss,
-    flatten,
-    l2_normalize,
-    validate_positive,
-)
+from keras_kd.losses.base import DistillationLoss, flatten, l2_normalize
+from keras_kd.validation import validate_positive
 
 # The reference's clamp of squared distances (`pdist(..., eps=1e-12)`).
 _EPS = 1e-12

@@ -6,16 +6,9 @@ import math
 import keras
 from keras import ops
 
-from keras_kd.losses._learnable import (
-    LearnableLoss,
-    torch_default_init,
-    validate_positive_int,
-)
-from keras_kd.losses.base import (
-    match_spatial,
-    require_rank,
-    validate_positive,
-)
+from keras_kd.losses._learnable import LearnableLoss, torch_default_init
+from keras_kd.losses.base import match_spatial, require_rank
+from keras_kd.validation import validate_positive, validate_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -150,12 +143,12 @@ class VIDLoss(LearnableLoss):
         require_rank(self, teacher_shape, student_shape, (2, 4))
         if len(teacher_shape) != len(student_shape):
             raise ValueError(
-                "VIDLoss needs teacher and student features of the same rank; received "
+                "VIDLoss needs teacher and student features of the same rank. Received: "
                 f"teacher shape {teacher_shape} and student shape {student_shape}."
             )
         if teacher_shape[-1] is None or student_shape[-1] is None:
             raise ValueError(
-                "VIDLoss needs known channel counts to build its regressor; received "
+                "VIDLoss needs known channel counts to build its regressor. Received: "
                 f"teacher shape {teacher_shape} and student shape {student_shape}."
             )
 

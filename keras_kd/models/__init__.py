@@ -37,7 +37,6 @@ buffers there, weights in Keras): compare them with the trainable count.
 import dataclasses
 import re
 
-from keras_kd.losses.base import is_int
 from keras_kd.models import (
     cnn,
     mimic,
@@ -49,6 +48,7 @@ from keras_kd.models import (
     text,
     wrn,
 )
+from keras_kd.validation import is_int
 
 
 @dataclasses.dataclass(frozen=True)

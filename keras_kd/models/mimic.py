@@ -29,13 +29,7 @@ import math
 import keras
 from keras import layers
 
-from keras_kd.losses.base import is_int
-
-
-def _positive_int(name, value):
-    if not is_int(value) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return int(value)
+from keras_kd.validation import validate_positive_int
 
 
 def mimic_student(input_shape, num_classes, hidden_units=2000, bottleneck=250, name="mimic"):
@@ -56,9 +50,9 @@ def mimic_student(input_shape, num_classes, hidden_units=2000, bottleneck=250, n
             size or a bottleneck that is not narrower than the input and the
             hidden layer.
     """
-    hidden_units = _positive_int("hidden_units", hidden_units)
+    hidden_units = validate_positive_int("hidden_units", hidden_units)
     if bottleneck is not None:
-        bottleneck = _positive_int("bottleneck", bottleneck)
+        bottleneck = validate_positive_int("bottleneck", bottleneck)
         inputs_size = math.prod(input_shape)
         if bottleneck >= min(inputs_size, hidden_units):
             raise ValueError(

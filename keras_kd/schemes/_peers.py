@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_kd.losses.base import num_replicas
+from keras_kd.backend import num_replicas
 from keras_kd.primary_output import PrimaryOutput
 
 

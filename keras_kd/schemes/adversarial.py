@@ -7,11 +7,12 @@ import keras
 from keras import ops
 
 from keras_kd import backend
+from keras_kd.backend import num_replicas
 from keras_kd.distiller import Distiller
 from keras_kd.features import OUTPUT
-from keras_kd.losses.base import num_replicas, validate_positive
 from keras_kd.sample_index import split_index
 from keras_kd.schemes.teacher_free import class_ids
+from keras_kd.validation import validate_positive
 
 
 def default_discriminator(input_dim, units=128, negative_slope=0.2, name="discriminator"):

@@ -9,9 +9,9 @@ import numpy as np
 from keras import ops
 
 from keras_kd import backend
+from keras_kd.backend import num_replicas
 from keras_kd.callbacks import WeightScheduler
 from keras_kd.distiller import OUTPUT, Distiller
-from keras_kd.losses.base import is_int, num_replicas, validate_positive
 from keras_kd.schemes.adversarial import (
     _single_teacher,
     batch_size_of,
@@ -19,6 +19,7 @@ from keras_kd.schemes.adversarial import (
     teacher_logits,
 )
 from keras_kd.schemes.teacher_free import class_ids
+from keras_kd.validation import is_int, validate_positive
 
 TARGETS = ("sample", "second")
 TRANSFER = "inputs"  # `Distiller.call`'s key of the batch both networks saw (training)
@@ -248,7 +249,7 @@ class BoundarySupportingDistiller(Distiller):
         samples than that exist)."""
         if isinstance(x, (dict, list, tuple)):
             raise ValueError(  # noqa: TRY004 (ValueError throughout, as in Distiller)
-                "BoundarySupportingDistiller attacks a single input tensor; received a structure of "
+                "BoundarySupportingDistiller attacks a single input tensor. Received: a structure of "
                 f"{type(x).__name__}."
             )
         x = ops.convert_to_tensor(x)

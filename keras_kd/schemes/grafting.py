@@ -27,8 +27,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_kd.losses.base import is_int, validate_positive
 from keras_kd.schemes._peers import PeerTrainer, validate_peers
+from keras_kd.validation import is_int, validate_positive
 
 SCHEME = "filter grafting"
 CONV_LAYERS = (

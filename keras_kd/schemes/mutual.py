@@ -3,9 +3,9 @@
 import keras
 from keras import ops
 
-from keras_kd.losses.base import validate_positive
 from keras_kd.losses.kd import KDLoss
 from keras_kd.schemes._peers import PeerTrainer
+from keras_kd.validation import validate_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

@@ -18,9 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_kd import datasets
-from keras_kd.losses.base import is_int, validate_positive
+from keras_kd.datasets import pipeline
 from keras_kd.schemes.adversarial import logits_classes
+from keras_kd.validation import is_int, validate_positive
 
 PSEUDO_LABELS = ("soft", "hard")
 INPUT_NOISES = ("shift",)
@@ -94,7 +94,7 @@ class NoisyStudent:
       and uses RMSProp with weight decay; here targets are not smoothed and
       the optimizer is yours;
     * input noise: RandAugment is not implemented; `noise="shift"` reuses
-      `keras_kd.datasets`' random translation (zero padding by 1 pixel for
+      `keras_kd.datasets.pipeline.augment`'s translation (zero padding by 1 pixel for
       images under 16 pixels, else 4, then a random crop), or pass any
       augmentation (`keras.Sequential` of `keras.layers.Random*`, a
       callable on batches).
@@ -284,11 +284,11 @@ class NoisyStudent:
                     f'noise="shift" translates images (N, H, W, C); the inputs have shape {np.shape(x)}. '
                     "Pass another noise (a callable on batches) or None."
                 )
-            pad = datasets._pad_for(np.shape(x)[1:])
+            pad = pipeline.pad_for(np.shape(x)[1:])
             seed = 0 if self.seed is None else self.seed + round_index
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
             data = tf.data.Dataset.zip(data, seeds).map(
-                lambda xy, s: (datasets._augment(xy[0], s, pad, flip=False), xy[1]),
+                lambda xy, s: (pipeline.augment(xy[0], s, pad, flip=False), xy[1]),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
         elif isinstance(self.noise, keras.layers.Layer):

@@ -7,12 +7,13 @@ import math
 import keras
 from keras import layers, ops
 
-from keras_kd.losses.base import num_replicas, validate_positive
+from keras_kd.backend import num_replicas
 from keras_kd.losses.kd import KDLoss
 from keras_kd.models import feature_layers
 from keras_kd.models._layers import bn, conv
 from keras_kd.primary_output import PrimaryOutput
 from keras_kd.schemes._peers import correct, regularization_loss
+from keras_kd.validation import validate_positive
 
 
 class _Exits:

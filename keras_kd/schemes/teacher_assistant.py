@@ -21,8 +21,8 @@ from keras import ops
 
 from keras_kd import recipes
 from keras_kd.distiller import Distiller
-from keras_kd.losses.base import is_int, validate_positive
 from keras_kd.term import Term
+from keras_kd.validation import is_int, validate_positive
 
 # The paper's settings, for reference and for the docstrings.
 TAKD_TEMPERATURES = (1, 2, 5, 10, 15, 20)  # search_space.json of the TAKD code: T per stage

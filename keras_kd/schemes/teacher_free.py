@@ -17,8 +17,9 @@ import keras
 from keras import ops
 
 from keras_kd.distiller import Distiller
-from keras_kd.losses.base import DistillationLoss, is_int, validate_positive
+from keras_kd.losses.base import DistillationLoss
 from keras_kd.term import Term
+from keras_kd.validation import is_int, validate_positive
 
 # Reference setting of Tf-KD_reg for ResNet18 on CIFAR-100
 # (experiments/base_experiments/base_resnet18/params.json).
@@ -37,7 +38,7 @@ def class_ids(labels, num_classes, owner):
     else:
         raise ValueError(
             f"{owner} expects labels as class ids of shape (batch,) or (batch, 1), or one-hot of shape "
-            f"(batch, {num_classes}); received labels of shape {shape}."
+            f"(batch, {num_classes}). Received: labels of shape {shape}."
         )
     # Keras hands labels over as float32; one_hot and gather want integers.
     return ops.cast(ops.round(ops.cast(ids, "float32")), "int32")
@@ -111,7 +112,7 @@ class VirtualTeacherLoss(DistillationLoss):
         if len(student_shape) != 2 or student_shape[-1] != self.num_classes:
             raise ValueError(
                 f"VirtualTeacherLoss(num_classes={self.num_classes}) expects student logits of shape "
-                f"(batch, {self.num_classes}); received {student_shape}."
+                f"(batch, {self.num_classes}). Received: {student_shape}."
             )
 
     def virtual_distribution(self, labels):
