@@ -1,7 +1,9 @@
 """Runs the quickstart notebook the way a Colab user does: keras_kd is not
 installed, its wheel sits beside the notebook, and the notebook's first cell
 installs it. Then checks that the install kept the preinstalled TensorFlow and
-Keras and that the notebook ran to the TFLite export.
+Keras and that the notebook ran to the TFLite export. Last, the same first
+cell, run inside the checkout with keras_kd uninstalled, installs it from the
+checkout.
 
     python tests/oldest/notebook_install.py WHEEL TENSORFLOW_VERSION KERAS_VERSION
 
@@ -11,6 +13,7 @@ Run by tests/oldest/run.sh in a fresh environment; exits non-zero on failure.
 import importlib.metadata
 import importlib.util
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,11 +40,24 @@ def main(wheel, tensorflow_version, keras_version):
         text = outputs_text(notebook)
         assert "distilled student" in text and "TFLite test accuracy" in text, text[-2000:]
         assert (folder / "student.tflite").stat().st_size > 0
+    _install_from_checkout(notebook.cells[1].source)
     installed = {name: importlib.metadata.version(name) for name in ("tensorflow", "keras", "keras-kd")}
     assert installed["tensorflow"] == tensorflow_version, installed
     assert installed["keras"] == keras_version, installed
     print(f"quickstart notebook installed keras_kd {installed['keras-kd']} from {Path(wheel).name} and ran; "
           f"TensorFlow {installed['tensorflow']} and Keras {installed['keras']} kept")
+
+
+def _install_from_checkout(install_cell):
+    assert "pip" in install_cell and "keras_kd_source" in install_cell, install_cell[:200]
+    subprocess.check_call([sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", "keras-kd"])
+    subprocess.check_call([sys.executable, "-c", install_cell], cwd=ROOT / "examples" / "notebooks")
+    with tempfile.TemporaryDirectory() as elsewhere:  # away from the checkout, keras_kd comes from site-packages
+        location = subprocess.check_output(
+            [sys.executable, "-c", "import keras_kd; print(keras_kd.__file__)"], cwd=elsewhere, text=True
+        )
+    assert "site-packages" in location, location
+    print(f"the first cell installed keras_kd from the checkout {ROOT} into {Path(location).parent.parent}")
 
 
 if __name__ == "__main__":
