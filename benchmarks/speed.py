@@ -49,6 +49,7 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import data_dir, write_results  # noqa: E402
+from timing import EpochTimer, after_first  # noqa: E402
 
 import keras_kd  # noqa: E402
 from keras_kd import datasets, models  # noqa: E402
@@ -71,23 +72,6 @@ TARGETS = (
     ("keras_distillation_vs_keras_kd", ">= 1.3"),
     ("cache_vs_student", "<= 1.15"),
 )
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
-
-
-def after_first(seconds, statistic="min"):
-    """The epochs after the first (warm-up) reduced by `statistic` ("min" or "median")."""
-    timed = seconds[1:] if len(seconds) > 1 else seconds
-    return min(timed) if statistic == "min" else statistics.median(timed)
 
 
 def machine_noise(repeats=20):

@@ -52,6 +52,9 @@ def child(args):
     import keras_kd
     from keras_kd import models
 
+    sys.path.insert(0, str(HERE))
+    from timing import EpochTimer, after_first
+
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     if args.gpu:
@@ -60,7 +63,6 @@ def child(args):
         x = rng.random((args.train, *shape), dtype="float32")
         y = rng.integers(0, 10, args.train).astype("int32")
     else:
-        sys.path.insert(0, str(HERE))
         from common import data_dir
 
         teacher_name, student_name, shape, kwargs = "cnn_large", "cnn_small", (28, 28, 1), {"widths": (16, 128)}
@@ -72,21 +74,11 @@ def child(args):
         keras.utils.set_random_seed(args.seed + (role == "student"))
         return models.get(name, shape, 10, name=role, **extra)
 
-    class EpochTimer(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.start)
-
     def fit_seconds(model):
         model.compile(keras.optimizers.Adam(1e-3), ce)
         timer = EpochTimer()
         model.fit(x, y, batch_size=batch_size, epochs=args.epochs, shuffle=False, verbose=0, callbacks=[timer])
-        return min(timer.seconds[1:])
+        return after_first(timer.seconds)
 
     def teacher_seconds(teacher):
         # Keras' own compiled inference step over the same batches.
@@ -95,7 +87,7 @@ def child(args):
             start = time.perf_counter()
             teacher.predict(x, batch_size=batch_size, verbose=0)
             times.append(time.perf_counter() - start)
-        return min(times[1:])
+        return after_first(times)
 
     results = []
     for policy in args.policies:

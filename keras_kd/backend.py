@@ -21,10 +21,15 @@ def is_tensorflow():
     return name() == "tensorflow"
 
 
+class TensorFlowRequiredError(RuntimeError):
+    """A TensorFlow-only feature was used with Keras on JAX or PyTorch."""
+
+
 def require_tensorflow(feature):
-    """Raise a clear error when `feature` runs on a backend other than TensorFlow."""
+    """Raise `TensorFlowRequiredError`, one clear sentence, when `feature`
+    runs on a backend other than TensorFlow."""
     if not is_tensorflow():
-        raise RuntimeError(
+        raise TensorFlowRequiredError(
             f"{feature} needs the TensorFlow backend of Keras; this process runs Keras on {name()!r}. "
             "Set KERAS_BACKEND=tensorflow before importing keras to use it."
         )
@@ -55,3 +60,18 @@ def num_replicas():
     import tensorflow as tf
 
     return float(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+def regularization_loss(model):
+    """The sum of `model.losses` in float32, scaled per replica as Keras
+    scales the compiled loss (replica gradients are summed)."""
+    losses = [keras.ops.cast(keras.ops.sum(loss), "float32") for loss in model.losses]
+    total = keras.ops.sum(keras.ops.stack(losses)) if losses else keras.ops.zeros((), "float32")
+    return total / num_replicas()
+
+
+def track_batch_value(tracker, value, batch_size):
+    """Adds one batch's `value` of a loss to the mean `tracker`, weighted by
+    `batch_size`. Keras scaled the loss by 1 / replicas for the summed
+    gradients; the logs hold the batch's own value."""
+    tracker.update_state(keras.ops.stop_gradient(value) * num_replicas(), sample_weight=batch_size)

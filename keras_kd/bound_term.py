@@ -11,7 +11,7 @@ several terms or Distillers without them sharing a schedule.
 import keras
 from keras import ops
 
-from keras_kd.backend import num_replicas
+from keras_kd.backend import track_batch_value
 from keras_kd.connectors import make_connector
 from keras_kd.features import gather
 
@@ -39,7 +39,7 @@ class LoggedTerm(keras.layers.Layer):
 
     def track(self, value, batch_size):
         """Adds one batch's value to the epoch mean (unscaled by replicas)."""
-        self.tracker.update_state(ops.stop_gradient(value) * num_replicas(), sample_weight=batch_size)
+        track_batch_value(self.tracker, value, batch_size)
 
     def get_config(self):
         return {"name": self.term_name, "weight": float(keras.ops.convert_to_numpy(self.weight))}

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import keras
 
+from keras_kd.validation import validate_number, validate_positive_int
+
 
 @keras.saving.register_keras_serializable(package="keras_kd")
 class TerminateOnNonFiniteTerm(keras.callbacks.Callback):
@@ -219,8 +221,7 @@ def _validate_schedule(schedule, start, end, epochs, step_size, gamma):
     for name, value in (("start", start), ("end", end), ("gamma", gamma)):
         if value is None and name != "start":
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"`{name}` must be a finite number. Received: {name}={value!r}")
+        validate_number(name, value)
     if schedule in ("linear", "cosine"):
         if end is None or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(
@@ -419,8 +420,7 @@ class WeightWarmUp(WeightScheduler):
             raise ValueError(f"`weight` must be a number >= 0. Received: weight={weight!r}")
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
             raise ValueError(f"`fraction` must be a number in (0, 1]. Received: fraction={fraction!r}")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-            raise ValueError(f"`epochs` must be a positive integer or None. Received: epochs={epochs!r}")
+        epochs = validate_positive_int("epochs", epochs, allow_none=True)
         self.weight, self.fraction, self.run_epochs = float(weight), float(fraction), epochs
         length = warmup_epochs(self.fraction, epochs) if epochs else 1
         super().__init__(term, "linear", start=self.weight / length, end=self.weight, epochs=length)
@@ -459,9 +459,7 @@ class HintStage(keras.callbacks.Callback):
 
     def __init__(self, epochs, hint_terms=None, keep_hints=False):
         super().__init__()
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"`epochs` must be a positive integer. Received: epochs={epochs!r}")
-        self.epochs = epochs
+        self.epochs = validate_positive_int("epochs", epochs)
         self.hint_terms = None if hint_terms is None else [hint_terms] if isinstance(hint_terms, str) else list(hint_terms)
         self.keep_hints = bool(keep_hints)
         self.stage = None
@@ -639,8 +637,7 @@ class WeightEarlyStop(WeightScheduler):
     def __init__(self, term, fraction, epochs=None, weight=None):
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
             raise ValueError(f"`fraction` must be a number in (0, 1]. Received: fraction={fraction!r}")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-            raise ValueError(f"`epochs` must be a positive integer or None. Received: epochs={epochs!r}")
+        epochs = validate_positive_int("epochs", epochs, allow_none=True)
         if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
             raise ValueError(f"`weight` must be None or a number >= 0. Received: weight={weight!r}")
         self.fraction, self.run_epochs = float(fraction), epochs

@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 import time
-import traceback
 import zipfile
 
 
@@ -295,18 +294,23 @@ def _is_user_error(error):
     inside, ...) is a bug and keeps its traceback."""
     import yaml
 
-    from keras_kd import backend
+    from keras_kd.backend import TensorFlowRequiredError
     from keras_kd.datasets import DataUnavailableError
     from keras_kd.extras import MissingExtraError
 
-    if isinstance(error, (ValueError, OSError, zipfile.BadZipFile, yaml.YAMLError, FloatingPointError)):
-        return True
-    if isinstance(error, (DataUnavailableError, MissingExtraError)):  # MissingExtraError: one line naming the extra
-        return True
-    # `backend.require_tensorflow` raises a plain RuntimeError of one clear sentence.
-    frames = traceback.extract_tb(error.__traceback__)
-    return type(error) is RuntimeError and bool(frames) and frames[-1].filename == backend.__file__
-
+    return isinstance(
+        error,
+        (
+            ValueError,
+            OSError,
+            zipfile.BadZipFile,
+            yaml.YAMLError,
+            FloatingPointError,
+            DataUnavailableError,
+            MissingExtraError,  # one line naming the extra to install
+            TensorFlowRequiredError,  # one sentence naming the feature
+        ),
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

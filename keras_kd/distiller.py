@@ -14,12 +14,12 @@ import keras
 from keras import ops
 
 from keras_kd import backend, label_checks
-from keras_kd.backend import num_replicas
+from keras_kd.backend import regularization_loss, track_batch_value
 from keras_kd.bound_term import BoundTerm, LoggedTerm
 from keras_kd.callbacks import TeacherCache, TerminateOnNonFiniteTerm, WeightScheduler
 from keras_kd.features import OUTPUT, FeatureExtractor, ensemble_logits, feature_keys, gather
 from keras_kd.primary_output import PrimaryOutput
-from keras_kd.sample_index import split_index
+from keras_kd.sample_index import batch_size_of, split_index
 from keras_kd.term import Term
 from keras_kd.validation import validate_positive
 
@@ -344,7 +344,7 @@ class Distiller(PrimaryOutput, keras.Model):
         if augmentation is None:
             return x, None
         if getattr(augmentation, "mixes_labels", False):
-            mixing = augmentation.draw(ops.shape(keras.tree.flatten(x)[0])[0])
+            mixing = augmentation.draw(batch_size_of(x))
             return augmentation.mix_inputs(x, mixing), mixing
         kwargs = {"training": True} if isinstance(augmentation, keras.layers.Layer) else {}
         return augmentation(x, **kwargs), None
@@ -376,11 +376,9 @@ class Distiller(PrimaryOutput, keras.Model):
         outputs = y_pred
         inputs, index = split_index(x)
         y = self.mixed_labels(y, outputs) if training else y
-        batch_size = ops.shape(keras.tree.flatten(inputs)[0])[0]
+        batch_size = batch_size_of(inputs)
         student_loss = self.student_loss(x, y, outputs["student"][OUTPUT], sample_weight, training)
-        self.student_loss_tracker.update_state(
-            ops.stop_gradient(student_loss) * num_replicas(), sample_weight=batch_size
-        )
+        track_batch_value(self.student_loss_tracker, student_loss, batch_size)
         values = []
         for term in self.bound_terms:
             value = self.term_value(term, outputs, y, sample_weight, index if training else None, training)
@@ -402,9 +400,7 @@ class Distiller(PrimaryOutput, keras.Model):
         losses, as float32 (only the regularization without labels)."""
         if y is not None and self._compile_loss is not None:
             return ops.cast(super().compute_loss(x, y, y_pred, sample_weight, training=training), "float32")
-        # Scaled per replica as Keras scales the compiled loss (replica gradients are summed).
-        losses = [ops.cast(ops.sum(v), "float32") for v in self.losses]
-        return (ops.sum(ops.stack(losses)) if losses else ops.zeros((), "float32")) / num_replicas()
+        return regularization_loss(self)
 
     def term_value(self, term, outputs, y, sample_weight, index, training):
         """One bound term's value on the features of `call`."""

@@ -34,7 +34,6 @@ quantization).
 """
 
 import json
-import math
 import os
 import re
 import tempfile
@@ -45,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kd import backend, files
+from keras_kd.validation import validate_positive
 
 QUANTIZE = (None, "float16", "dynamic", "int8")
 # Name of the TFLite metadata entry (JSON) in which `to_tflite` records `input_scale`.
@@ -69,15 +69,7 @@ def _validate(model, quantize, representative_data, input_scale=None):
         raise TypeError(f"`model` must be a keras.Model (or a tf_keras model). Received: {type(model).__name__}")
     input_shape(model)  # a clear error for a model that has not seen inputs yet
     if input_scale is not None:
-        if (
-            isinstance(input_scale, bool)
-            or not isinstance(input_scale, (int, float, np.floating, np.integer))
-            or not (math.isfinite(input_scale) and input_scale > 0)
-        ):
-            raise ValueError(
-                f"`input_scale` must be a finite positive number (e.g. 1/255) or None. Received: "
-                f"input_scale={input_scale!r}"
-            )
+        validate_positive("input_scale", input_scale)  # e.g. 1/255
         if _is_tf_keras(model):
             raise ValueError(
                 "`input_scale` wraps a Keras 3 model; for a tf_keras model (quantization- or pruning-aware), put a "

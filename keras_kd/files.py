@@ -28,6 +28,11 @@ def _fsync(path):
         os.fsync(handle.fileno())
 
 
+def _temporary_name(path):
+    """A hidden, unique name beside `path` with the same suffix."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{PARTIAL}{path.suffix}")
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path` (same folder, same suffix, so
@@ -37,7 +42,7 @@ def atomic_path(path):
     `path` is left as it was. Parent folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}{PARTIAL}{path.suffix}")
+    temporary = _temporary_name(path)
     try:
         yield temporary
         if not temporary.is_file():
@@ -68,14 +73,14 @@ def create_text(path, text, encoding="utf-8"):
     succeeds; the others get a FileExistsError. (The complete temporary
     file is hard-linked to `path`, which fails when `path` exists.)"""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}{PARTIAL}{path.suffix}")
+    temporary = _temporary_name(path)
     try:
         with open(temporary, "xb") as handle:
             handle.write(text.encode(encoding))
             handle.flush()
             os.fsync(handle.fileno())
         try:
-            os.link(temporary, path)
+            os.link(temporary, path)  # FileExistsError when `path` exists
         except FileExistsError:
             raise
         except OSError:  # a file system without hard links: exclusive creation, then the text

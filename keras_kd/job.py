@@ -26,7 +26,6 @@ previous run aside and deletes it once the new run has started.
 
 import dataclasses
 import json
-import math
 import os
 import re
 import secrets
@@ -42,6 +41,7 @@ import yaml
 
 from keras_kd import backend, datasets, export, files, models, recipes, report
 from keras_kd.progress import StageProgress
+from keras_kd.validation import validate_positive, validate_positive_int, validate_seed
 
 # Per-dataset defaults: pairs from the literature that fit the data's size. On digits the
 # teacher memorises its 898 training images (its T=1 outputs on them put 0.15% of the mass
@@ -108,23 +108,14 @@ class DistillConfig:
         self.validate()
 
     def validate(self):
+        # Stored as the checked Python numbers, so config.yaml holds plain values.
         for key in ("epochs", "teacher_epochs", "batch_size"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{key}` must be a positive integer. Received: {key}={value!r}")
-        if self.limit is not None and (
-            isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1
-        ):
-            raise ValueError(f"`limit` must be a positive integer or None. Received: limit={self.limit!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ValueError(f"`seed` must be an integer in [0, 2**32). Received: seed={self.seed!r}")
+            setattr(self, key, validate_positive_int(key, getattr(self, key)))
+        self.limit = validate_positive_int("limit", self.limit, allow_none=True)
+        self.seed = validate_seed("seed", self.seed)
         for key in ("learning_rate", "temperature"):
-            value = getattr(self, key)
-            # NaN passes `> 0` checks as False but inf passes them: both would train to a NaN model.
-            if value is not None and not (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-            ):
-                raise ValueError(f"`{key}` must be a finite positive number. Received: {key}={value!r}")
+            if getattr(self, key) is not None:  # finite: inf or NaN would train to a NaN model
+                setattr(self, key, validate_positive(key, getattr(self, key)))
         if not (self.verbose == "auto" or (type(self.verbose) is int and self.verbose in (0, 1, 2))):
             raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2. Received: verbose={self.verbose!r}")
         if self.quantize not in ("none", "float16", "dynamic", "int8"):

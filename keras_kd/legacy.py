@@ -38,13 +38,14 @@ import tensorflow as tf
 from keras.src import tree
 
 from keras_kd import backend, extras
-from keras_kd.backend import num_replicas
+from keras_kd.backend import regularization_loss, track_batch_value
 from keras_kd.bound_term import term_value
 from keras_kd.distiller import _as_list, _unique_names
 from keras_kd.features import OUTPUT
 from keras_kd.features import FeatureExtractor as _Extractor
 from keras_kd.features import feature_keys as _keys
 from keras_kd.features import gather as _gather
+from keras_kd.sample_index import batch_size_of
 from keras_kd.term import Term
 from keras_kd.validation import validate_positive
 
@@ -264,8 +265,7 @@ class Distiller(tf_keras.Model):
             # tf_keras scales the compiled loss and the regularization per replica.
             student_loss = self.compiled_loss(y, y_pred, sample_weight, regularization_losses=self.student.losses)
         else:
-            # Scaled per replica as tf_keras scales them with labels (replica gradients are summed).
-            student_loss = tf.add_n([tf.constant(0.0)] + list(self.student.losses)) / num_replicas()
+            student_loss = regularization_loss(self.student)  # scaled per replica as tf_keras scales it with labels
         values = {"student_loss": tf.cast(student_loss, "float32")}
         total = self.student_loss_weight * values["student_loss"]
         for term in self.terms:
@@ -280,13 +280,11 @@ class Distiller(tf_keras.Model):
     def _update(self, x, y, y_pred, sample_weight, values, total):
         # Each replica's values are its share of the global loss: the trackers
         # log them scaled back, weighted by the replica's examples.
-        scale, batch_size = num_replicas(), tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], "float32")
-        self.total_tracker.update_state(tf.stop_gradient(total) * scale, sample_weight=batch_size)
-        self.student_loss_tracker.update_state(values["student_loss"] * scale, sample_weight=batch_size)
+        batch_size = tf.cast(batch_size_of(x), "float32")
+        track_batch_value(self.total_tracker, total, batch_size)
+        track_batch_value(self.student_loss_tracker, values["student_loss"], batch_size)
         for term in self.terms:
-            self.term_trackers[term.name].update_state(
-                tf.stop_gradient(values[term.name]) * scale, sample_weight=batch_size
-            )
+            track_batch_value(self.term_trackers[term.name], values[term.name], batch_size)
         if y is not None:
             self.compiled_metrics.update_state(y, y_pred, sample_weight)
         return {metric.name: metric.result() for metric in self.metrics}

@@ -21,6 +21,8 @@ import time
 
 import keras
 
+from keras_kd.validation import validate_positive_int
+
 # Terms' weights (`<term>_weight`) are logged for the schedules; the plot and report show them.
 _HIDDEN_SUFFIX = "_weight"
 _SHOWN_VALIDATION = ("val_loss", "val_accuracy")
@@ -69,10 +71,8 @@ class StageProgress(keras.callbacks.Callback):
 
     def __init__(self, stream=None, every=None, indent="      "):
         super().__init__()
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-            raise ValueError(f"`every` must be a positive integer or None. Received: every={every!r}")
         self.stream = stream
-        self.every = every
+        self.every = validate_positive_int("every", every, allow_none=True)
         self.indent = indent
 
     @property

@@ -74,3 +74,12 @@ def split_index(x):
     if set(x) == {INPUTS_KEY}:
         x = x[INPUTS_KEY]
     return x, index
+
+
+def batch_size_of(x):
+    """The batch size of the inputs `x` (a tensor or a structure of them;
+    the example index of `with_index` left out), as a scalar tensor."""
+    import keras
+
+    inputs, _ = split_index(x)
+    return keras.ops.shape(keras.tree.flatten(inputs)[0])[0]

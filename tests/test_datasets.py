@@ -283,9 +283,15 @@ def test_prepared_tfds_folder_as_data_dir(tmp_path):
     assert sorted(epoch(data.train)[1]) == sorted(y_train)
 
 
-def test_missing_importlib_resources_is_explained(monkeypatch):
-    if tfds.builder("kmnist").is_prepared():
-        pytest.skip("kmnist is prepared in this machine's tensorflow-datasets folder")
+def _without_prepared_datasets(monkeypatch, folder):
+    """tensorflow-datasets' default folder becomes the empty `folder`, so no
+    dataset is prepared whatever this machine holds."""
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(folder))
+    assert not tfds.builder("kmnist").is_prepared()
+
+
+def test_missing_importlib_resources_is_explained(monkeypatch, tmp_path):
+    _without_prepared_datasets(monkeypatch, tmp_path / "tfds")
 
     def download_and_prepare(self, *args, **kwargs):
         raise ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources")
@@ -297,8 +303,7 @@ def test_missing_importlib_resources_is_explained(monkeypatch):
 
 
 def test_offline_without_a_local_copy_raises_one_clear_error(monkeypatch, tmp_path):
-    if tfds.builder("kmnist").is_prepared():
-        pytest.skip("kmnist is prepared in this machine's tensorflow-datasets folder")
+    _without_prepared_datasets(monkeypatch, tmp_path / "tfds")
     monkeypatch.setattr(tfds_source, "_network_reachable", lambda: False)
     monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path))  # a data folder without kmnist: on to tfds
     start = time.perf_counter()

@@ -5,7 +5,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from keras_kd.validation import is_int, received, validate_positive_int
+from keras_kd.validation import received, validate_positive_int, validate_seed
 
 BUILTIN = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
 ENV_VAR = "KERAS_KD_DATA_DIR"
@@ -67,6 +67,5 @@ def check_args(name, batch_size, seed, limit):
     if not isinstance(name, str) or not name:
         raise ValueError(f"`name` must be a non-empty string. {received('name', name)}")
     validate_positive_int("batch_size", batch_size)
-    if not is_int(seed) or not 0 <= seed < 2**32:
-        raise ValueError(f"`seed` must be an integer in [0, 2**32). {received('seed', seed)}")
+    validate_seed("seed", seed)
     validate_positive_int("limit", limit, allow_none=True)

@@ -1,6 +1,6 @@
-"""What the schemes that train several networks in one `fit()` share (deep
-mutual learning, filter grafting, self distillation): their
-regularization loss, the peers' validation and their accuracy (the
+"""What the schemes that train several peers in one `fit()` share (deep
+mutual learning, filter grafting): the peers' step, their validation and
+their accuracy (the
 `PrimaryOutput` mixin they share with the Distiller is in
 `keras_kd.primary_output`)."""
 
@@ -8,15 +8,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_kd.backend import num_replicas
+from keras_kd.backend import regularization_loss, track_batch_value
 from keras_kd.primary_output import PrimaryOutput
-
-
-def regularization_loss(model):
-    """The sum of `model.losses` in float32, scaled per replica as Keras
-    scales the compiled loss (replica gradients are summed)."""
-    losses = [ops.cast(ops.sum(loss), "float32") for loss in model.losses]
-    return (ops.sum(ops.stack(losses)) if losses else ops.zeros((), "float32")) / num_replicas()
+from keras_kd.sample_index import batch_size_of
 
 
 class PeerTrainer(PrimaryOutput, keras.Model):
@@ -60,11 +54,9 @@ class PeerTrainer(PrimaryOutput, keras.Model):
         if self._outputs_only:  # Keras building the compiled loss on the first peer's output spec
             return self._compile_loss(y, y_pred, sample_weight)
         values, total = self.compute_losses(y, sample_weight, y_pred)
-        batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
-        # Keras divides per-sample losses by the replica count; the logs hold the unscaled values.
-        replicas = num_replicas()
+        batch_size = batch_size_of(x)
         for tracker in self.peer_log_trackers:
-            tracker.update_state(ops.stop_gradient(values[tracker.name]) * replicas, sample_weight=batch_size)
+            track_batch_value(tracker, values[tracker.name], batch_size)
         for tracker, z_k in zip(self.peer_accuracy_trackers, y_pred):
             tracker.update_state(correct(y, ops.stop_gradient(z_k)), sample_weight=sample_weight)
         return total

@@ -7,10 +7,10 @@ import keras
 from keras import ops
 
 from keras_kd import backend
-from keras_kd.backend import num_replicas
+from keras_kd.backend import track_batch_value
 from keras_kd.distiller import Distiller
 from keras_kd.features import OUTPUT
-from keras_kd.sample_index import split_index
+from keras_kd.sample_index import batch_size_of
 from keras_kd.schemes.teacher_free import class_ids
 from keras_kd.validation import validate_positive
 
@@ -66,12 +66,6 @@ def teacher_logits(features):
     if OUTPUT not in features:
         features = next(iter(features.values()))
     return ops.cast(features[OUTPUT], "float32")
-
-
-def batch_size_of(x):
-    """The batch size of `x` (CRD's example index left out)."""
-    inputs, _ = split_index(x)
-    return ops.shape(keras.tree.flatten(inputs)[0])[0]
 
 
 def gradients_and_aux(fn, variables):
@@ -287,8 +281,7 @@ class AdversarialDistiller(Distiller):
             with backend.no_grad():
                 self.optimizer.apply(gradients, student_variables)
         batch_size = batch_size_of(x)
-        # Keras scaled the loss by 1/replicas for the gradient; log the batch value.
-        self._loss_tracker.update_state(loss * num_replicas(), sample_weight=batch_size)
+        track_batch_value(self._loss_tracker, loss, batch_size)
 
         labels = self.mixed_labels(y, y_pred)  # compute_metrics mixes `y` itself
         discriminator_variables = self.discriminator.trainable_variables
@@ -302,9 +295,7 @@ class AdversarialDistiller(Distiller):
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def _track_discriminator(self, value, batch_size):
-        self.discriminator_loss_tracker.update_state(
-            ops.stop_gradient(value) * num_replicas(), sample_weight=batch_size
-        )
+        track_batch_value(self.discriminator_loss_tracker, value, batch_size)
 
     def get_config(self):
         return {

@@ -12,9 +12,9 @@ from keras_kd import backend
 from keras_kd.backend import num_replicas
 from keras_kd.callbacks import WeightScheduler
 from keras_kd.distiller import OUTPUT, Distiller
+from keras_kd.sample_index import batch_size_of
 from keras_kd.schemes.adversarial import (
     _single_teacher,
-    batch_size_of,
     num_classes_of,
     teacher_logits,
 )

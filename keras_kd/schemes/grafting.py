@@ -28,7 +28,7 @@ import numpy as np
 from keras import ops
 
 from keras_kd.schemes._peers import PeerTrainer, validate_peers
-from keras_kd.validation import is_int, validate_positive
+from keras_kd.validation import is_int, validate_positive, validate_positive_int
 
 SCHEME = "filter grafting"
 CONV_LAYERS = (
@@ -161,9 +161,7 @@ class FilterGrafting(keras.callbacks.Callback):
 
     def __init__(self, peers=None, every=1, bins=10, a=0.4, c=500.0, rounding=2, include_dense=False):
         super().__init__()
-        if isinstance(every, bool) or not is_int(every) or every < 1:
-            raise ValueError(f"`every` must be an integer >= 1. Received: every={every!r}")
-        self.every = int(every)
+        self.every = validate_positive_int("every", every)
         self.bins = _validate_bins(bins)
         self.a = _validate_a(a)
         self.c = validate_positive("c", c)

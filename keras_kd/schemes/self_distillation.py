@@ -7,12 +7,13 @@ import math
 import keras
 from keras import layers, ops
 
-from keras_kd.backend import num_replicas
+from keras_kd.backend import regularization_loss, track_batch_value
 from keras_kd.losses.kd import KDLoss
 from keras_kd.models import feature_layers
 from keras_kd.models._layers import bn, conv
 from keras_kd.primary_output import PrimaryOutput
-from keras_kd.schemes._peers import correct, regularization_loss
+from keras_kd.sample_index import batch_size_of
+from keras_kd.schemes._peers import correct
 from keras_kd.validation import validate_positive
 
 
@@ -195,12 +196,10 @@ class SelfDistillation(PrimaryOutput, keras.Model):
         if self._outputs_only:  # Keras building the compiled loss on the model's output spec
             return self._compile_loss(y, y_pred, sample_weight)
         values, total = self.compute_losses(y, sample_weight, y_pred)
-        batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
-        # Keras divides per-sample losses by the replica count; the logs hold the unscaled values.
-        replicas = num_replicas()
+        batch_size = batch_size_of(x)
         for key, value in values.items():
             tracker = self.final_loss_tracker if key == "final_loss" else self.head_trackers[key]
-            tracker.update_state(ops.stop_gradient(value) * replicas, sample_weight=batch_size)
+            track_batch_value(tracker, value, batch_size)
         for i in range(1, len(self.heads) + 1):
             accuracy = correct(y, ops.stop_gradient(y_pred[f"head{i}_logits"]))
             self.head_trackers[f"head{i}_accuracy"].update_state(accuracy, sample_weight=sample_weight)
